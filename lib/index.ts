@@ -1,0 +1,1 @@
+export { AuthzCache } from './cache.js'
