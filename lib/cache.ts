@@ -811,8 +811,8 @@ export class AuthzCache {
    * L2 and on every other instance before resolving. Returns how many local
    * entries were removed.
    */
-  async invalidate (request: InvalidationRequest): Promise<number> {
-    const removed = this.apply(request, 'local')
+  async invalidate (request: InvalidationRequest, options?: { silent?: boolean }): Promise<number> {
+    const removed = this.apply(request, 'local', options?.silent === true)
     if (this.#shared !== undefined) await this.#shared.publish(request)
     return removed
   }
@@ -828,7 +828,7 @@ export class AuthzCache {
    * message from another instance). Validates the request, fences loads in
    * flight that it touches, and returns how many entries it removed.
    */
-  apply (request: InvalidationRequest, origin: 'local' | 'remote' = 'local'): number {
+  apply (request: InvalidationRequest, origin: 'local' | 'remote' = 'local', silent = false): number {
     const plan = this.#plan(request)
     const seq = ++this.#seq
     let removed = 0
@@ -866,7 +866,7 @@ export class AuthzCache {
       }
     }
     this.#invalidations += removed
-    this.observer.invalidated?.(request, removed, origin)
+    if (!silent) this.observer.invalidated?.(request, removed, origin)
     return removed
   }
 

@@ -199,3 +199,166 @@ export function resolveCacheOptions (options: CacheOptions = {}): ResolvedCacheO
     random: options.random === undefined ? Math.random : checkFunction('random', options.random)
   }
 }
+
+// ------------------------------------------------------------ plugin options
+
+/** Guard of the admin routes. */
+export interface AdminOptions {
+  /** Route prefix. Default `/_authz`. */
+  prefix?: string
+  /**
+   * Decides who may use the admin routes; may be async. Answer `true` to let
+   * the request through, `false` for 403; throw a 401 error for "who are you".
+   * Default: a verified JWT whose `scope` claim (string or array) holds `authz:admin`.
+   */
+  authorize?: (request: any) => boolean | Promise<boolean>
+}
+
+/** Redis as L2 and invalidation bus (SPEC section 8). */
+export interface RedisOptions {
+  /** An ioredis client you own (left open on close), e.g. `app.redis` from @fastify/redis. */
+  client?: unknown
+  /** A URL to connect to; the plugin owns and closes that client. */
+  url?: string
+  /** Share decisions through Redis (read before a resolver call). Default true. */
+  l2?: boolean
+  /** Publish every invalidation to all instances. Default true. */
+  bus?: boolean
+  /** Prefix of every Redis key. Default `authz:`. */
+  keyPrefix?: string
+  /** Pub/sub channel of the bus. Default `authz:invalidate`. */
+  channel?: string
+  /** While the bus is down, L1 entries older than this are not served. Default 5. */
+  busOutageMaxStalenessSeconds?: number
+  /** Timeout of one Redis command, in ms. Default 250. */
+  commandTimeoutMs?: number
+}
+
+export const DEFAULT_REDIS_KEY_PREFIX = 'authz:'
+export const DEFAULT_REDIS_CHANNEL = 'authz:invalidate'
+export const DEFAULT_BUS_OUTAGE_MAX_STALENESS_SECONDS = 5
+export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 250
+
+export interface ResolvedRedisOptions {
+  client: unknown
+  url: string | undefined
+  l2: boolean
+  bus: boolean
+  keyPrefix: string
+  channel: string
+  busOutageMaxStalenessSeconds: number
+  commandTimeoutMs: number
+}
+
+export interface PluginOptionsBase extends CacheOptions {
+  /** Role ranking, lowest first. Default `['viewer', 'member', 'admin', 'owner']`. */
+  roles?: string[]
+  /** The user id of a request. Default: the `sub` claim of the verified JWT (`request.user.sub`). */
+  getUserId?: (request: any) => string | undefined
+  /**
+   * How a request gets its identity when `request.user` is unset: `true`
+   * (default) calls `request.jwtVerify()` from @fastify/jwt; a function is
+   * awaited instead; `false` trusts whatever set `request.user` earlier.
+   */
+  authenticate?: boolean | ((request: any) => unknown)
+  /** Entries preloaded at startup when `warmingEnabled`. */
+  warm?: () => Promise<Array<{ kind: string, userId: string, id?: string, decision: any }>>
+  /** Admin routes: on by default at `/_authz` behind the guard; `false` registers none. */
+  admin?: false | AdminOptions
+  /** Redis L2 and invalidation bus; absent: L1 only. */
+  redis?: RedisOptions
+}
+
+export interface ResolvedPluginOptions {
+  cache: CacheOptions
+  roles: string[]
+  getUserId: ((request: any) => unknown) | undefined
+  authenticate: boolean | ((request: any) => unknown)
+  warm: PluginOptionsBase['warm']
+  admin: false | { prefix: string, authorize: AdminOptions['authorize'] }
+  redis: ResolvedRedisOptions | undefined
+}
+
+const PLUGIN_OPTION_NAMES = new Set(['roles', 'getUserId', 'authenticate', 'warm', 'admin', 'redis'])
+
+function checkString (name: string, value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0) fail(name, `must be a non-empty string, got ${describe(value)}`)
+  return value
+}
+
+function resolveRedisOptions (redis: unknown): ResolvedRedisOptions | undefined {
+  if (redis === undefined) return undefined
+  if (!isPlainObject(redis)) fail('redis', `must be an object, got ${describe(redis)}`)
+  for (const name of Object.keys(redis)) {
+    if (!['client', 'url', 'l2', 'bus', 'keyPrefix', 'channel', 'busOutageMaxStalenessSeconds', 'commandTimeoutMs'].includes(name)) {
+      fail(`redis.${name}`, 'is not a known option')
+    }
+  }
+  if (redis.client === undefined && redis.url === undefined) fail('redis', 'needs a client or a url')
+  if (redis.client !== undefined && (redis.client === null || typeof (redis.client as { duplicate?: unknown }).duplicate !== 'function')) {
+    fail('redis.client', 'must be an ioredis client')
+  }
+  return {
+    client: redis.client,
+    url: redis.url === undefined ? undefined : checkString('redis.url', redis.url),
+    l2: redis.l2 === undefined ? true : checkBoolean('redis.l2', redis.l2),
+    bus: redis.bus === undefined ? true : checkBoolean('redis.bus', redis.bus),
+    keyPrefix: redis.keyPrefix === undefined ? DEFAULT_REDIS_KEY_PREFIX : checkString('redis.keyPrefix', redis.keyPrefix),
+    channel: redis.channel === undefined ? DEFAULT_REDIS_CHANNEL : checkString('redis.channel', redis.channel),
+    busOutageMaxStalenessSeconds: redis.busOutageMaxStalenessSeconds === undefined
+      ? DEFAULT_BUS_OUTAGE_MAX_STALENESS_SECONDS
+      : checkNumber('redis.busOutageMaxStalenessSeconds', redis.busOutageMaxStalenessSeconds, 0, 3600),
+    commandTimeoutMs: redis.commandTimeoutMs === undefined
+      ? DEFAULT_REDIS_COMMAND_TIMEOUT_MS
+      : checkInteger('redis.commandTimeoutMs', redis.commandTimeoutMs, 1, 60_000)
+  }
+}
+
+/**
+ * Splits and validates the plugin's options: the engine's are checked by
+ * `resolveCacheOptions` (called here too, so a bad one fails `register`),
+ * the Fastify layer's here. Unknown names fail, so a typo is not silently
+ * a default.
+ */
+export function resolvePluginOptions (options: PluginOptionsBase): ResolvedPluginOptions {
+  if (!isPlainObject(options)) fail('options', `must be an object, got ${describe(options)}`)
+  const cache: CacheOptions = {}
+  for (const [name, value] of Object.entries(options)) {
+    if (isCacheOptionName(name)) (cache as Record<string, unknown>)[name] = value
+    else if (!PLUGIN_OPTION_NAMES.has(name)) fail(name, 'is not a known option')
+  }
+  resolveCacheOptions(cache)
+
+  const roles = options.roles ?? DEFAULT_ROLES
+  if (!Array.isArray(roles) || roles.length === 0 || roles.some((r) => typeof r !== 'string' || r.length === 0) || new Set(roles).size !== roles.length) {
+    fail('roles', 'must be a non-empty array of distinct non-empty strings, lowest rank first')
+  }
+  const authenticate = options.authenticate ?? true
+  if (typeof authenticate !== 'boolean' && typeof authenticate !== 'function') {
+    fail('authenticate', `must be true, false or a function, got ${describe(authenticate)}`)
+  }
+  let admin: ResolvedPluginOptions['admin'] = { prefix: DEFAULT_ADMIN_PREFIX, authorize: undefined }
+  if (options.admin === false) {
+    admin = false
+  } else if (options.admin !== undefined) {
+    if (!isPlainObject(options.admin)) fail('admin', `must be false or an object, got ${describe(options.admin)}`)
+    for (const name of Object.keys(options.admin)) {
+      if (name !== 'prefix' && name !== 'authorize') fail(`admin.${name}`, 'is not a known option')
+    }
+    const prefix = options.admin.prefix === undefined ? DEFAULT_ADMIN_PREFIX : checkString('admin.prefix', options.admin.prefix)
+    if (!prefix.startsWith('/')) fail('admin.prefix', `must start with '/', got ${describe(prefix)}`)
+    admin = {
+      prefix: prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix,
+      authorize: options.admin.authorize === undefined ? undefined : checkFunction('admin.authorize', options.admin.authorize)
+    }
+  }
+  return {
+    cache,
+    roles: [...roles],
+    getUserId: options.getUserId === undefined ? undefined : checkFunction('getUserId', options.getUserId),
+    authenticate: authenticate as ResolvedPluginOptions['authenticate'],
+    warm: options.warm === undefined ? undefined : checkFunction('warm', options.warm),
+    admin,
+    redis: resolveRedisOptions(options.redis)
+  }
+}

@@ -1,0 +1,200 @@
+/**
+ * Admin routes: `GET {prefix}/stats` (JSON, or Prometheus text with
+ * `Accept: text/plain`) and `POST {prefix}/invalidate`, behind a guard.
+ * Never open by default: without `admin.authorize`, a verified JWT whose
+ * `scope` claim holds `authz:admin` is required.
+ */
+import { Ajv } from 'ajv'
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
+import type { AuthzCache } from './cache.js'
+import type { Identity } from './checks.js'
+import { FST_AUTHZ_BAD_INVALIDATION, FST_AUTHZ_FORBIDDEN } from './errors.js'
+import { DEFAULT_ADMIN_SCOPE, type AdminOptions } from './options.js'
+import type { CacheStats, InvalidationRequest } from './types.js'
+
+const MAX_LIST = 1000
+const MAX_STRING = 1024
+
+const nonEmpty = { type: 'string', minLength: 1, maxLength: MAX_STRING }
+const list = { type: 'array', minItems: 1, maxItems: MAX_LIST, items: nonEmpty }
+
+export const invalidateBodySchema = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: {
+    userId: nonEmpty,
+    generationId: nonEmpty,
+    projectId: nonEmpty,
+    teamId: nonEmpty,
+    tags: list,
+    pattern: nonEmpty,
+    keys: list,
+    all: { const: true }
+  }
+} as const
+
+const counters = {
+  hits: { type: 'integer' },
+  misses: { type: 'integer' },
+  hitRatePercent: { type: 'number' }
+}
+
+const statsSchema = {
+  type: 'object',
+  properties: {
+    hits: { type: 'integer' },
+    misses: { type: 'integer' },
+    hitRatePercent: { type: 'number' },
+    averageAccessTimeMs: { type: 'number' },
+    p99AccessTimeMs: { type: 'number' },
+    totalEntries: { type: 'integer' },
+    totalSizeMb: { type: 'number' },
+    maxEntries: { type: 'integer' },
+    maxSizeMb: { type: 'number' },
+    evictions: { type: 'integer' },
+    expirations: { type: 'integer' },
+    invalidations: { type: 'integer' },
+    loads: { type: 'integer' },
+    coalesced: { type: 'integer' },
+    loaderErrors: { type: 'integer' },
+    loaderTimeouts: { type: 'integer' },
+    byKind: { type: 'object', additionalProperties: { type: 'object', properties: counters } },
+    performanceTargets: {
+      type: 'object',
+      properties: {
+        targetAccessTimeMs: { type: 'number' },
+        targetHitRatePercent: { type: 'number' },
+        meetingAccessTimeTarget: { type: 'boolean' },
+        meetingHitRateTarget: { type: 'boolean' }
+      }
+    },
+    redis: {
+      type: 'object',
+      properties: {
+        connected: { type: 'boolean' },
+        l2Hits: { type: 'integer' },
+        l2Misses: { type: 'integer' },
+        l2Errors: { type: 'integer' },
+        published: { type: 'integer' },
+        received: { type: 'integer' },
+        outages: { type: 'integer' }
+      }
+    }
+  }
+}
+
+/** Strict validation for the admin body: no type coercion, no defaults, unknown fields rejected (not stripped). */
+const strictAjv = new Ajv({ allErrors: false, coerceTypes: false, removeAdditional: false, useDefaults: false, strict: true })
+
+function formatValidation (errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const first = errors[0]
+  const params = first.params as Record<string, unknown>
+  let message: string
+  if (first.keyword === 'additionalProperties') {
+    message = `${dataVar}/${String(params.additionalProperty)} is not an allowed field (allowed: ${Object.keys(invalidateBodySchema.properties).join(', ')})`
+  } else if (first.keyword === 'minProperties') {
+    message = `${dataVar} must hold at least one of ${Object.keys(invalidateBodySchema.properties).join(', ')}`
+  } else if (first.keyword === 'const') {
+    message = `${dataVar}${first.instancePath} must be true`
+  } else {
+    message = `${dataVar}${first.instancePath} ${first.message ?? 'is invalid'}`
+  }
+  return new FST_AUTHZ_BAD_INVALIDATION(message)
+}
+
+function hasScope (user: unknown, scope: string): boolean {
+  const claim = (user as { scope?: unknown } | null | undefined)?.scope
+  if (typeof claim === 'string') return claim.split(' ').includes(scope)
+  return Array.isArray(claim) && claim.includes(scope)
+}
+
+/** Prometheus exposition text of the stats. */
+export function prometheusText (stats: CacheStats): string {
+  const lines: string[] = []
+  const metric = (name: string, type: 'counter' | 'gauge', help: string, samples: Array<[string, number]>): void => {
+    lines.push(`# HELP authz_cache_${name} ${help}`, `# TYPE authz_cache_${name} ${type}`)
+    for (const [labels, value] of samples) lines.push(`authz_cache_${name}${labels} ${Number.isFinite(value) ? value : 0}`)
+  }
+  const kinds = Object.entries(stats.byKind)
+  const label = (kind: string): string => `{kind="${kind.replace(/["\\\n]/g, '_')}"}`
+  metric('hits_total', 'counter', 'Cache hits.', [['', stats.hits], ...kinds.map(([k, v]): [string, number] => [label(k), v.hits])])
+  metric('misses_total', 'counter', 'Cache misses.', [['', stats.misses], ...kinds.map(([k, v]): [string, number] => [label(k), v.misses])])
+  metric('hit_rate_percent', 'gauge', 'Hits per lookup, in percent.', [['', stats.hitRatePercent]])
+  metric('access_time_average_seconds', 'gauge', 'Mean time of a sampled cache hit.', [['', stats.averageAccessTimeMs / 1000]])
+  metric('access_time_p99_seconds', 'gauge', '99th percentile of sampled cache hits.', [['', stats.p99AccessTimeMs / 1000]])
+  metric('entries', 'gauge', 'Live entries.', [['', stats.totalEntries]])
+  metric('entries_max', 'gauge', 'Entry cap (maxEntries).', [['', stats.maxEntries]])
+  metric('size_bytes', 'gauge', 'Accounted size of the entries.', [['', Math.round(stats.totalSizeMb * 1024 * 1024)]])
+  metric('size_max_bytes', 'gauge', 'Size cap (maxSizeMb).', [['', Math.round(stats.maxSizeMb * 1024 * 1024)]])
+  metric('evictions_total', 'counter', 'Entries evicted to stay under a cap.', [['', stats.evictions]])
+  metric('expirations_total', 'counter', 'Entries removed at the end of their TTL.', [['', stats.expirations]])
+  metric('invalidations_total', 'counter', 'Entries removed by invalidation.', [['', stats.invalidations]])
+  metric('loads_total', 'counter', 'Resolver loads started.', [['', stats.loads]])
+  metric('coalesced_total', 'counter', 'Callers that joined a load already running.', [['', stats.coalesced]])
+  metric('loader_errors_total', 'counter', 'Resolver failures (denied, not cached).', [['', stats.loaderErrors]])
+  metric('loader_timeouts_total', 'counter', 'Resolver timeouts (denied, not cached).', [['', stats.loaderTimeouts]])
+  if (stats.redis !== undefined) {
+    const r = stats.redis
+    metric('redis_connected', 'gauge', 'Whether the Redis bus is connected (1) or not (0).', [['', r.connected ? 1 : 0]])
+    metric('redis_l2_hits_total', 'counter', 'L1 misses served from Redis.', [['', r.l2Hits]])
+    metric('redis_l2_misses_total', 'counter', 'L1 misses Redis did not have.', [['', r.l2Misses]])
+    metric('redis_l2_errors_total', 'counter', 'Redis commands that failed (counted as misses).', [['', r.l2Errors]])
+    metric('redis_published_total', 'counter', 'Invalidations published.', [['', r.published]])
+    metric('redis_received_total', 'counter', 'Invalidations received from other instances.', [['', r.received]])
+    metric('redis_outages_total', 'counter', 'Times the bus connection was lost.', [['', r.outages]])
+  }
+  return lines.join('\n') + '\n'
+}
+
+export interface AdminRoutesOptions {
+  engine: AuthzCache
+  identity: Identity
+  authorize: AdminOptions['authorize']
+  stats: () => CacheStats
+}
+
+/** The admin routes, registered under the prefix in their own encapsulated context. */
+export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOptions): Promise<void> {
+  const { engine, identity, authorize } = opts
+
+  app.addHook('onRequest', async function authzAdminGuard (request: FastifyRequest) {
+    if (authorize !== undefined) {
+      if (await authorize(request) !== true) throw new FST_AUTHZ_FORBIDDEN('not allowed to use the authz admin routes')
+      return
+    }
+    await identity.userId(request)
+    if (!hasScope((request as { user?: unknown }).user, DEFAULT_ADMIN_SCOPE)) {
+      throw new FST_AUTHZ_FORBIDDEN(`the token's scope must include ${DEFAULT_ADMIN_SCOPE}`)
+    }
+  })
+
+  app.get('/stats', {
+    config: { authz: false },
+    schema: { response: { 200: statsSchema } }
+  }, async function authzStats (request: FastifyRequest, reply: FastifyReply) {
+    const stats = opts.stats()
+    const accept = request.headers.accept ?? ''
+    if (accept.includes('text/plain') && !accept.includes('application/json')) {
+      reply.type('text/plain; version=0.0.4; charset=utf-8')
+      // A string payload skips the JSON response schema.
+      return reply.serializer((payload: unknown) => payload as string).send(prometheusText(stats))
+    }
+    return stats
+  })
+
+  app.post('/invalidate', {
+    config: { authz: false },
+    schema: {
+      body: invalidateBodySchema,
+      response: { 200: { type: 'object', properties: { invalidated: { type: 'integer' } } } }
+    },
+    validatorCompiler: ({ schema }) => strictAjv.compile(schema),
+    schemaErrorFormatter: formatValidation
+  }, async function authzInvalidate (request: FastifyRequest) {
+    const body = request.body as InvalidationRequest
+    const invalidated = await engine.invalidate(body, { silent: true })
+    request.log.info({ authzInvalidation: body, removed: invalidated }, 'authz cache invalidated')
+    return { invalidated }
+  })
+}

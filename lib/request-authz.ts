@@ -1,0 +1,86 @@
+/**
+ * `request.authz`: cached checks bound to one request's user. Built lazily,
+ * once per request that touches it, never shared between requests.
+ */
+import type { FastifyRequest } from 'fastify'
+import type { AuthzCache } from './cache.js'
+import { satisfies, type Identity } from './checks.js'
+import { FST_AUTHZ_FORBIDDEN, FST_AUTHZ_ROUTE_CONFIG } from './errors.js'
+import { describe, isPlainObject } from './options.js'
+import type { AuthzRequestCheck } from './index.js'
+import type { Decision, Requirement } from './types.js'
+
+export class RequestAuthz {
+  readonly #request: FastifyRequest
+  readonly #engine: AuthzCache
+  readonly #identity: Identity
+  readonly #roles: string[]
+
+  constructor (request: FastifyRequest, engine: AuthzCache, identity: Identity, roles: string[]) {
+    this.#request = request
+    this.#engine = engine
+    this.#identity = identity
+    this.#roles = roles
+  }
+
+  /** The caller's id when the request is authenticated, else undefined (no verification here). */
+  get userId (): string | undefined {
+    return this.#identity.peekUserId(this.#request)
+  }
+
+  /**
+   * The cached decision of `kind` for resource `id` (authenticating the
+   * request first when needed). A denied or unknown resource gives
+   * `{ granted: false }`. Throws 401, 400, or 503 when the resolver fails.
+   */
+  async decision (kind: string, id: string | undefined, options?: { fresh?: boolean }): Promise<Decision> {
+    const handle = this.#engine.kind(kind)
+    const userId = await this.#identity.userId(this.#request)
+    return this.#engine.getOrLoad(handle, userId, kind === 'profile' ? userId : id, options)
+  }
+
+  generationAccess (generationId: string, options?: { fresh?: boolean }): Promise<Decision> {
+    return this.decision('generation', generationId, options)
+  }
+
+  projectAccess (projectId: string, options?: { fresh?: boolean }): Promise<Decision> {
+    return this.decision('project', projectId, options)
+  }
+
+  teamRole (teamId: string, options?: { fresh?: boolean }): Promise<Decision> {
+    return this.decision('team', teamId, options)
+  }
+
+  /** The caller's profile (cached). */
+  profile (options?: { fresh?: boolean }): Promise<Decision> {
+    return this.decision('profile', undefined, options)
+  }
+
+  /** Whether the caller holds `requirement` on the resource. */
+  async can (kind: string, id: string | undefined, requirement: Requirement & { fresh?: boolean } = {}): Promise<boolean> {
+    const decision = await this.decision(kind, id, requirement)
+    return satisfies(decision, requirement.access, this.#rank(requirement.role), this.#roles)
+  }
+
+  /** The decision when the caller holds the requirement; throws 403 FST_AUTHZ_FORBIDDEN otherwise. */
+  async check (check: AuthzRequestCheck): Promise<Decision> {
+    const input = check as Record<string, unknown> & { access?: string, role?: string, fresh?: boolean }
+    if (!isPlainObject(input)) throw new FST_AUTHZ_ROUTE_CONFIG('request.authz.check()', `a check must be an object, got ${describe(input)}`)
+    const kinds = Object.keys(input).filter((key) => key !== 'access' && key !== 'role' && key !== 'fresh')
+    if (kinds.length !== 1) throw new FST_AUTHZ_ROUTE_CONFIG('request.authz.check()', `a check names exactly one kind, got ${kinds.length}`)
+    const kind = kinds[0]
+    const id = input[kind]
+    const decision = await this.decision(kind, id as string, { fresh: input.fresh === true })
+    if (!satisfies(decision, input.access, this.#rank(input.role), this.#roles)) {
+      throw new FST_AUTHZ_FORBIDDEN(`${kind}${input.access === undefined ? '' : ` access '${input.access}'`}${input.role === undefined ? '' : ` role '${input.role}'`} required`)
+    }
+    return decision
+  }
+
+  #rank (role: string | undefined): number {
+    if (role === undefined) return -1
+    const rank = this.#roles.indexOf(role)
+    if (rank === -1) throw new FST_AUTHZ_ROUTE_CONFIG('request.authz', `unknown role ${describe(role)} (roles: ${this.#roles.join(', ')})`)
+    return rank
+  }
+}

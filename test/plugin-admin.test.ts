@@ -1,0 +1,132 @@
+import { test } from 'tap'
+import { buildApp } from './app.js'
+import { G1, U1, U2 } from './helpers.js'
+
+const ADMIN = { scope: 'read authz:admin' }
+
+async function seeded (t: Parameters<typeof buildApp>[0], options = {}): ReturnType<typeof buildApp> {
+  const built = await buildApp(t, options, (a) => {
+    a.get('/generations/:generationId', { config: { authz: { generation: 'generationId', access: 'read' } } }, async () => ({ ok: true }))
+  })
+  built.db.table.set(`generation:${G1}:${U1}`, { granted: true, tags: ['project:p1'] })
+  built.db.table.set(`generation:${G1}:${U2}`, { granted: true })
+  return built
+}
+
+test('admin routes: 401 without a token, 403 without authz:admin', async (t) => {
+  const { app, auth } = await seeded(t)
+  for (const [method, url] of [['GET', '/_authz/stats'], ['POST', '/_authz/invalidate']] as const) {
+    const none = await app.inject({ method, url, payload: method === 'POST' ? { all: true } : undefined })
+    t.equal(none.statusCode, 401, `${method} ${url}`)
+    t.equal(none.json().code, 'FST_AUTHZ_UNAUTHENTICATED')
+    const user = await app.inject({ method, url, headers: auth(U1, { scope: 'read write' }), payload: method === 'POST' ? { all: true } : undefined })
+    t.equal(user.statusCode, 403, `${method} ${url}`)
+    t.equal(user.json().code, 'FST_AUTHZ_FORBIDDEN')
+  }
+  t.equal((await app.inject({ url: '/_authz/stats', headers: auth(U1, { scope: ['authz:admin'] }) })).statusCode, 200, 'scope as an array')
+  t.equal((await app.inject({ url: '/_authz/stats', headers: auth(U1, { scope: 'authz:administrator' }) })).statusCode, 403, 'whole scopes only')
+})
+
+test('GET /_authz/stats answers the SPEC fields as JSON', async (t) => {
+  const { app, auth } = await seeded(t)
+  await app.inject({ url: `/generations/${G1}`, headers: auth(U1) })
+  await app.inject({ url: `/generations/${G1}`, headers: auth(U1) })
+  const res = await app.inject({ url: '/_authz/stats', headers: auth(U2, ADMIN) })
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], 'application/json')
+  const stats = res.json()
+  t.same(Object.keys(stats).sort(), ['averageAccessTimeMs', 'byKind', 'coalesced', 'evictions', 'expirations', 'hitRatePercent', 'hits', 'invalidations',
+    'loaderErrors', 'loaderTimeouts', 'loads', 'maxEntries', 'maxSizeMb', 'misses', 'p99AccessTimeMs', 'performanceTargets', 'totalEntries', 'totalSizeMb'].sort())
+  t.equal(stats.hits, 1)
+  t.equal(stats.misses, 1)
+  t.equal(stats.totalEntries, 1)
+  t.same(stats.byKind.generation, { hits: 1, misses: 1, hitRatePercent: 50 })
+  t.same(Object.keys(stats.performanceTargets).sort(), ['meetingAccessTimeTarget', 'meetingHitRateTarget', 'targetAccessTimeMs', 'targetHitRatePercent'])
+  t.notMatch(res.body, /eyJ/, 'no token in the stats')
+})
+
+test('GET /_authz/stats with Accept: text/plain answers Prometheus text', async (t) => {
+  const { app, auth } = await seeded(t)
+  await app.inject({ url: `/generations/${G1}`, headers: auth(U1) })
+  const res = await app.inject({ url: '/_authz/stats', headers: { ...auth(U2, ADMIN), accept: 'text/plain' } })
+  t.equal(res.statusCode, 200)
+  t.match(res.headers['content-type'], 'text/plain')
+  t.match(res.body, '# TYPE authz_cache_hits_total counter\nauthz_cache_hits_total 0\n')
+  t.match(res.body, 'authz_cache_misses_total{kind="generation"} 1\n')
+  t.match(res.body, 'authz_cache_entries 1\n')
+  t.match(res.body, 'authz_cache_loads_total 1\n')
+  for (const line of res.body.trim().split('\n')) {
+    t.match(line, /^(# (HELP|TYPE) authz_cache_\w+ .+|authz_cache_\w+(\{kind="\w+"\})? -?[0-9.e+-]+)$/, 'exposition format')
+  }
+})
+
+test('POST /_authz/invalidate: by user, tags, pattern, keys, all; the next request reloads', async (t) => {
+  const { app, db, auth } = await seeded(t)
+  const warmUp = async (): Promise<void> => {
+    await app.inject({ url: `/generations/${G1}`, headers: auth(U1) })
+    await app.inject({ url: `/generations/${G1}`, headers: auth(U2) })
+  }
+  const invalidate = (payload: object): Promise<{ statusCode: number, json: () => any }> =>
+    app.inject({ method: 'POST', url: '/_authz/invalidate', headers: auth('ops', ADMIN), payload })
+  await warmUp()
+  t.equal(db.calls.length, 2)
+  const bodies: Array<[object, number]> = [
+    [{ userId: U1 }, 1],
+    [{ tags: ['project:p1'] }, 1],
+    [{ pattern: `auth:gen:*:user:${U2}:*` }, 1],
+    [{ keys: [`auth:gen:${G1}:user:${U1}:access`] }, 1],
+    [{ generationId: G1 }, 2],
+    [{ all: true }, 2],
+    [{ userId: U1, projectId: 'p9', teamId: 't9' }, 1]
+  ]
+  let calls = 2
+  for (const [body, removed] of bodies) {
+    const res = await invalidate(body)
+    t.equal(res.statusCode, 200, JSON.stringify(body))
+    t.same(res.json(), { invalidated: removed }, JSON.stringify(body))
+    await warmUp()
+    calls += removed
+    t.equal(db.calls.length, calls, `${JSON.stringify(body)}: only what was removed reloads`)
+  }
+})
+
+test('POST /_authz/invalidate: 400 naming the field on every malformed body, and nothing is removed', async (t) => {
+  const { app, auth } = await seeded(t)
+  await app.inject({ url: `/generations/${G1}`, headers: auth(U1) })
+  const cases: Array<[unknown, string]> = [
+    [{}, 'at least one'],
+    [{ userId: 42 }, 'body/userId'],
+    [{ userId: '' }, 'body/userId'],
+    [{ tags: 'x' }, 'body/tags'],
+    [{ tags: [] }, 'body/tags'],
+    [{ tags: [1] }, 'body/tags/0'],
+    [{ keys: [''] }, 'body/keys/0'],
+    [{ pattern: 5 }, 'body/pattern'],
+    [{ all: false }, 'body/all'],
+    [{ all: 'true' }, 'body/all'],
+    [{ userId: U1, user: U1 }, 'body/user is not an allowed field'],
+    [[{ userId: U1 }], 'body must be object'],
+    ['userId', 'body']
+  ]
+  for (const [payload, field] of cases) {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/_authz/invalidate',
+      headers: { ...auth('ops', ADMIN), 'content-type': 'application/json' },
+      payload: JSON.stringify(payload)
+    })
+    t.equal(res.statusCode, 400, JSON.stringify(payload))
+    t.match(res.json().message, field, JSON.stringify(payload))
+    if (typeof payload === 'object') t.equal(res.json().code, 'FST_AUTHZ_BAD_INVALIDATION')
+  }
+  t.equal(app.authz.getStats().totalEntries, 1, 'nothing was removed')
+})
+
+test('admin options: prefix, a custom authorize, or none at all', async (t) => {
+  const custom = await seeded(t, { admin: { prefix: '/ops/cache/', authorize: async (request: { headers: Record<string, unknown> }) => request.headers['x-ops'] === 'yes' } })
+  t.equal((await custom.app.inject({ url: '/ops/cache/stats', headers: { 'x-ops': 'yes' } })).statusCode, 200)
+  t.equal((await custom.app.inject({ url: '/ops/cache/stats' })).statusCode, 403)
+  t.equal((await custom.app.inject({ url: '/_authz/stats', headers: { 'x-ops': 'yes' } })).statusCode, 404)
+  const none = await seeded(t, { admin: false })
+  t.equal((await none.app.inject({ url: '/_authz/stats', headers: none.auth(U1, ADMIN) })).statusCode, 404)
+})
