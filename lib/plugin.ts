@@ -9,6 +9,7 @@ import { CheckRunner, Identity, compileChecks, routeParams } from './checks.js'
 import { FST_AUTHZ_OPTIONS } from './errors.js'
 import { AuthzManager } from './manager.js'
 import { resolvePluginOptions, type PluginOptionsBase } from './options.js'
+import { connectRedis } from './redis.js'
 import { RequestAuthz } from './request-authz.js'
 
 const kRequestAuthz = Symbol('fastify-authz-cache.request')
@@ -39,7 +40,7 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
       log.error({ kind, id, userId, err: error }, 'authz resolver failed; the check is denied with 503 and nothing is cached')
     }
   }
-  const redis = undefined as undefined | { stats: () => NonNullable<ReturnType<AuthzManager['getStats']>['redis']>, close: () => Promise<void> }
+  const redis = o.redis === undefined ? undefined : await connectRedis(manager, o.redis, log)
 
   fastify.decorate('authz', manager)
   fastify.decorateRequest(kRequestAuthz as unknown as string, null)

@@ -3,6 +3,7 @@ import fastifyJwt from '@fastify/jwt'
 import authzCache from '../lib/index.js'
 import type { AuthzCacheOptions } from '../lib/index.js'
 import { tableResolver } from './helpers.js'
+import type { Decision } from '../lib/types.js'
 
 export const SECRET = 'test-secret-that-is-long-enough-for-hs256'
 
@@ -20,9 +21,10 @@ export interface TestApp {
 export async function buildApp (
   t: { teardown: (fn: () => unknown) => void },
   options: Partial<AuthzCacheOptions> = {},
-  routes?: (app: FastifyInstance) => void
+  routes?: (app: FastifyInstance) => void,
+  table?: Map<string, Decision | null>
 ): Promise<TestApp> {
-  const db = tableResolver()
+  const db = tableResolver(table)
   const app = Fastify({ logger: false })
   t.teardown(() => app.close())
   await app.register(fastifyJwt, { secret: SECRET })

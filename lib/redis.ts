@@ -1,0 +1,324 @@
+/**
+ * Redis as L2 and as the invalidation bus (SPEC section 8).
+ *
+ * L2 layout, under `keyPrefix`:
+ *   v:{cacheKey}  the value: 1 byte format (0 JSON, 1 deflate-raw JSON) + payload, PX = the entry's TTL
+ *   t:{tag}       a set of the cache keys carrying the tag, expiring with its longest member
+ *   epoch         a counter every invalidation increments
+ *
+ * Fencing across instances: a load reads the epoch together with the value
+ * (one MGET). Its write is a Lua compare-and-set on that epoch, so a load
+ * that started before any invalidation, on any instance, stores nothing in
+ * L2, and (the write reporting failure) nothing in its own L1 either.
+ *
+ * Outages: commands have short timeouts and no offline queue on the client
+ * the plugin creates; an L2 error counts as a miss and never fails a
+ * request. While the subscriber is disconnected the engine serves no L1
+ * entry older than `busOutageMaxStalenessSeconds`; when it is back (and
+ * subscribed again), every L1 entry is dropped.
+ */
+import { randomUUID } from 'node:crypto'
+import { deflateRawSync, inflateRawSync } from 'node:zlib'
+import { Redis } from 'ioredis'
+import type { FastifyBaseLogger } from 'fastify'
+import type { AuthzCache, SharedLayer, SharedRead } from './cache.js'
+import { compilePattern } from './keys.js'
+import type { ResolvedRedisOptions } from './options.js'
+import type { InvalidationRequest, RedisStats } from './types.js'
+
+/** How long `register` waits for a first connection before going on with L1 and resolvers only. */
+export const REDIS_BOOT_WAIT_MS = 1000
+/** Entries a SCAN step asks for when a pattern or `all` reaches L2. */
+export const SCAN_COUNT = 1000
+
+const FORMAT_JSON = 0
+const FORMAT_DEFLATE = 1
+
+/** The part of an ioredis client this layer uses; a client of ioredis 5 or 6 fits. */
+interface RedisLike {
+  status: string
+  duplicate (override?: Record<string, unknown>): RedisLike
+  on (event: string, listener: (...args: any[]) => void): unknown
+  once (event: string, listener: (...args: any[]) => void): unknown
+  mgetBuffer (...keys: string[]): Promise<Array<Buffer | null>>
+  eval (script: string, numKeys: number, ...args: Array<string | Buffer | number>): Promise<unknown>
+  incr (key: string): Promise<number>
+  smembers (key: string): Promise<string[]>
+  del (...keys: string[]): Promise<number>
+  scan (cursor: string, ...args: Array<string | number>): Promise<[string, string[]]>
+  publish (channel: string, message: string): Promise<number>
+  subscribe (channel: string): Promise<unknown>
+  connect (): Promise<void>
+  quit (): Promise<unknown>
+  disconnect (): void
+}
+
+const WRITE_SCRIPT = `
+local current = redis.call('GET', KEYS[1]) or '0'
+if current ~= ARGV[1] then return 0 end
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
+for i = 3, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[4])
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return 1
+`
+
+/** Escapes a key pattern for Redis MATCH: only `*` stays a wildcard. */
+function redisGlob (pattern: string): string {
+  return pattern.replace(/[?[\]\\]/g, '\\$&')
+}
+
+function withTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`Redis command timed out after ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+export interface RedisLayer {
+  stats (): RedisStats
+  close (): Promise<void>
+}
+
+class RedisShared implements SharedLayer, RedisLayer {
+  readonly #engine: AuthzCache
+  readonly #o: ResolvedRedisOptions
+  readonly #log: FastifyBaseLogger
+  readonly #client: RedisLike
+  readonly #ownsClient: boolean
+  readonly #sub: RedisLike | undefined
+  readonly #id = randomUUID()
+  readonly #epochKey: string
+  readonly #compressAbove: number
+  readonly #counters = { l2Hits: 0, l2Misses: 0, l2Errors: 0, published: 0, received: 0, outages: 0 }
+  #subscribed = false
+  #waiters: Array<() => void> = []
+  #closing = false
+  #warned = false
+
+  constructor (engine: AuthzCache, o: ResolvedRedisOptions, log: FastifyBaseLogger) {
+    this.#engine = engine
+    this.#o = o
+    this.#log = log
+    this.#epochKey = `${o.keyPrefix}epoch`
+    this.#compressAbove = engine.options.compressionEnabled ? engine.options.compressionThresholdBytes : Infinity
+    if (o.client !== undefined) {
+      this.#client = o.client as RedisLike
+      this.#ownsClient = false
+    } else {
+      this.#client = new Redis(o.url as string, {
+        // Fail fast instead of queueing: an L2 that is not there is a miss, not a wait.
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+        commandTimeout: o.commandTimeoutMs,
+        connectTimeout: Math.max(1000, o.commandTimeoutMs * 4),
+        retryStrategy: (times: number) => Math.min(times * 100, 2000)
+      }) as unknown as RedisLike
+      this.#ownsClient = true
+      this.#client.on('error', this.#onError)
+    }
+    if (o.bus) {
+      this.#engine.busDown()
+      this.#sub = this.#client.duplicate({
+        enableOfflineQueue: true,
+        maxRetriesPerRequest: null,
+        commandTimeout: undefined,
+        retryStrategy: (times: number) => Math.min(times * 100, 2000)
+      })
+      this.#sub.on('error', this.#onError)
+      this.#sub.on('message', this.#onMessage)
+      this.#sub.on('ready', this.#onReady)
+      this.#sub.on('close', this.#onClose)
+      // A duplicate of a lazyConnect client waits for a command that would never come.
+      if (this.#sub.status === 'wait') this.#sub.connect().catch(() => {})
+    }
+  }
+
+  /** Resolves once the command client is ready and the bus subscribed, or after `ms`. */
+  async waitReady (ms: number): Promise<void> {
+    const until = Date.now() + ms
+    const wait = (register: (done: () => void) => void): Promise<void> => new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, Math.max(0, until - Date.now()))
+      register(() => {
+        clearTimeout(timer)
+        resolve()
+      })
+    })
+    if (this.#client.status !== 'ready') await wait((done) => this.#client.once('ready', done))
+    if (this.#sub !== undefined && !this.#subscribed) await wait((done) => this.#waiters.push(done))
+  }
+
+  readonly #onError = (error: Error): void => {
+    if (!this.#warned && !this.#closing) {
+      this.#warned = true
+      this.#log.warn({ err: error }, 'authz cache: Redis unreachable; serving from L1 and resolvers until it is back')
+    }
+  }
+
+  readonly #onReady = (): void => {
+    const sub = this.#sub as RedisLike
+    // Subscribe again before declaring the bus up, so no invalidation falls in between.
+    sub.subscribe(this.#o.channel).then(() => {
+      if (this.#closing) return
+      this.#subscribed = true
+      this.#warned = false
+      const dropped = this.#engine.busUp()
+      if (dropped > 0) this.#log.info({ dropped }, 'authz cache: invalidation bus back; dropped L1 entries stored before it came back')
+      for (const waiter of this.#waiters.splice(0)) waiter()
+    }, (error: Error) => this.#onError(error))
+  }
+
+  readonly #onClose = (): void => {
+    if (this.#closing) return
+    if (this.#subscribed) {
+      this.#subscribed = false
+      this.#counters.outages++
+      this.#log.warn('authz cache: invalidation bus disconnected; L1 entries older than %d s are not served until it is back', this.#o.busOutageMaxStalenessSeconds)
+    }
+    this.#engine.busDown()
+  }
+
+  readonly #onMessage = (channel: string, message: string): void => {
+    if (channel !== this.#o.channel) return
+    let parsed: { from?: unknown, request?: InvalidationRequest }
+    try {
+      parsed = JSON.parse(message)
+    } catch {
+      return
+    }
+    if (parsed.from === this.#id || parsed.request === undefined) return
+    this.#counters.received++
+    try {
+      this.#engine.apply(parsed.request, 'remote')
+    } catch (error) {
+      this.#log.warn({ err: error }, 'authz cache: ignored a malformed invalidation message')
+    }
+  }
+
+  #command<T> (promise: Promise<T>): Promise<T> {
+    return this.#ownsClient ? promise : withTimeout(promise, this.#o.commandTimeoutMs)
+  }
+
+  #valueKey (key: string): string {
+    return `${this.#o.keyPrefix}v:${key}`
+  }
+
+  #tagKey (tag: string): string {
+    return `${this.#o.keyPrefix}t:${tag}`
+  }
+
+  async read (key: string): Promise<SharedRead> {
+    if (!this.#o.l2) return { fence: null }
+    try {
+      const [epoch, raw] = await this.#command(this.#client.mgetBuffer(this.#epochKey, this.#valueKey(key)))
+      const fence = epoch === null ? '0' : epoch.toString()
+      if (raw === null || raw.length < 2) {
+        this.#counters.l2Misses++
+        return { fence }
+      }
+      const body = raw.subarray(1)
+      const record = JSON.parse((raw[0] === FORMAT_DEFLATE ? inflateRawSync(body) : body).toString('utf8')) as { v: unknown, e: number }
+      this.#counters.l2Hits++
+      return { fence, record: { value: record.v, expiresAt: record.e } }
+    } catch {
+      this.#counters.l2Errors++
+      return { fence: null }
+    }
+  }
+
+  async write (key: string, value: unknown, ttlMs: number, tags: string[], fence: unknown): Promise<boolean> {
+    // No fence: L2 is off or was unreachable at the read; L1 alone decides.
+    if (!this.#o.l2 || typeof fence !== 'string') return true
+    const ttl = Math.max(1, Math.floor(ttlMs))
+    const json = Buffer.from(JSON.stringify({ v: value, e: this.#engine.options.now() + ttl }))
+    const payload = json.length > this.#compressAbove
+      ? Buffer.concat([Buffer.of(FORMAT_DEFLATE), deflateRawSync(json)])
+      : Buffer.concat([Buffer.of(FORMAT_JSON), json])
+    try {
+      const keys = [this.#epochKey, this.#valueKey(key), ...tags.map((tag) => this.#tagKey(tag))]
+      const written = await this.#command(this.#client.eval(WRITE_SCRIPT, keys.length, ...keys, fence, payload, ttl, key))
+      return written === 1
+    } catch {
+      this.#counters.l2Errors++
+      return true
+    }
+  }
+
+  async publish (request: InvalidationRequest): Promise<void> {
+    try {
+      // The epoch moves first: from here on, no load that started earlier can write to L2.
+      await this.#command(this.#client.incr(this.#epochKey))
+      if (this.#o.l2) await this.#deleteFromL2(request)
+      if (this.#o.bus) {
+        await this.#command(this.#client.publish(this.#o.channel, JSON.stringify({ from: this.#id, request })))
+        this.#counters.published++
+      }
+    } catch (error) {
+      this.#counters.l2Errors++
+      this.#log.warn({ err: error, authzInvalidation: request }, 'authz cache: could not publish an invalidation; other instances drop their L1 when their bus reconnects')
+    }
+  }
+
+  async #deleteFromL2 (request: InvalidationRequest): Promise<void> {
+    if (request.all === true) {
+      await this.#scanDelete(`${redisGlob(this.#o.keyPrefix)}[vt]:*`)
+      return
+    }
+    const tags: string[] = [...(request.tags ?? [])]
+    if (request.userId !== undefined) tags.push(`user:${request.userId}`)
+    if (request.generationId !== undefined) tags.push(`generation:${request.generationId}`)
+    if (request.projectId !== undefined) tags.push(`project:${request.projectId}`)
+    if (request.teamId !== undefined) tags.push(`team:${request.teamId}`)
+    const doomed = new Set<string>()
+    for (const tag of tags) {
+      for (const key of await this.#command(this.#client.smembers(this.#tagKey(tag)))) doomed.add(this.#valueKey(key))
+      doomed.add(this.#tagKey(tag))
+    }
+    for (const key of request.keys ?? []) doomed.add(this.#valueKey(key))
+    if (doomed.size > 0) await this.#command(this.#client.del(...doomed))
+    if (request.pattern !== undefined) {
+      // Check each match against the engine's own pattern semantics too (MATCH is a glob).
+      const exact = compilePattern(request.pattern)
+      await this.#scanDelete(`${redisGlob(this.#o.keyPrefix)}v:${redisGlob(request.pattern)}`, (key) => exact.test(key.slice(this.#o.keyPrefix.length + 2)))
+    }
+  }
+
+  async #scanDelete (match: string, keep: (key: string) => boolean = () => true): Promise<void> {
+    let cursor = '0'
+    do {
+      const [next, keys] = await this.#command(this.#client.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT))
+      cursor = next
+      const doomed = keys.filter(keep)
+      if (doomed.length > 0) await this.#command(this.#client.del(...doomed))
+    } while (cursor !== '0')
+  }
+
+  stats (): RedisStats {
+    const connected = this.#sub === undefined ? this.#client.status === 'ready' : this.#subscribed
+    return { connected, ...this.#counters }
+  }
+
+  async close (): Promise<void> {
+    this.#closing = true
+    this.#engine.attachShared(undefined)
+    this.#sub?.disconnect()
+    if (this.#ownsClient) {
+      await withTimeout(this.#client.quit(), this.#o.commandTimeoutMs * 4).catch(() => this.#client.disconnect())
+    }
+  }
+}
+
+/**
+ * Connects the shared layer and attaches it to the engine. Never fails the
+ * boot on Redis trouble: it waits up to REDIS_BOOT_WAIT_MS for the bus, then
+ * goes on with L1 and resolvers while ioredis keeps reconnecting.
+ */
+export async function connectRedis (engine: AuthzCache, o: ResolvedRedisOptions, log: FastifyBaseLogger): Promise<RedisLayer> {
+  const layer = new RedisShared(engine, o, log)
+  engine.attachShared(layer, { busOutageMaxStalenessSeconds: o.busOutageMaxStalenessSeconds })
+  await layer.waitReady(REDIS_BOOT_WAIT_MS)
+  return layer
+}
