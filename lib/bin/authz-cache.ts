@@ -1,0 +1,85 @@
+#!/usr/bin/env node
+/**
+ * `npx authz-cache perf [--config development|production] [--iterations N]
+ *   [--latency-ms N] [--concurrency N]`
+ *
+ * Runs the seed's performance test through the real plugin and the example
+ * service's resolvers (embedded PGlite, simulated backend latency) and
+ * prints ✅/❌ lines against the preset's targets; exits 1 when a target is
+ * missed, 2 on bad arguments. The workload lives with the example service,
+ * so the command runs from a clone of the repository.
+ */
+import { realpathSync } from 'node:fs'
+import { pathToFileURL } from 'node:url'
+
+export interface PerfArgs {
+  config: 'development' | 'production'
+  iterations: number
+  latencyMs: number
+  concurrency: number
+}
+
+const USAGE = 'usage: authz-cache perf [--config development|production] [--iterations N] [--latency-ms N] [--concurrency N]'
+
+/** Parses the command line; throws an Error naming the bad argument. */
+export function parseArgs (argv: string[]): PerfArgs {
+  const [command, ...rest] = argv
+  if (command !== 'perf') throw new Error(command === undefined ? 'missing command' : `unknown command ${JSON.stringify(command)}`)
+  const args: PerfArgs = { config: 'production', iterations: 20_000, latencyMs: 120, concurrency: 16 }
+  for (let i = 0; i < rest.length; i++) {
+    const [flag, inline] = rest[i].split('=', 2)
+    const value = inline ?? rest[++i]
+    if (value === undefined) throw new Error(`${flag} needs a value`)
+    const int = (name: string, min: number, max: number): number => {
+      const n = Number(value)
+      if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`)
+      return n
+    }
+    switch (flag) {
+      case '--config':
+        if (value !== 'development' && value !== 'production') throw new Error(`--config must be development or production, got ${JSON.stringify(value)}`)
+        args.config = value
+        break
+      case '--iterations': args.iterations = int('--iterations', 1, 10_000_000); break
+      case '--latency-ms': args.latencyMs = int('--latency-ms', 0, 60_000); break
+      case '--concurrency': args.concurrency = int('--concurrency', 1, 1000); break
+      default: throw new Error(`unknown option ${JSON.stringify(flag)}`)
+    }
+  }
+  return args
+}
+
+async function main (): Promise<number> {
+  let args: PerfArgs
+  try {
+    args = parseArgs(process.argv.slice(2))
+  } catch (error) {
+    process.stderr.write(`authz-cache: ${(error as Error).message}\n${USAGE}\n`)
+    return 2
+  }
+  let perf: { runPerf: (args: PerfArgs, out: (line: string) => void) => Promise<boolean> }
+  try {
+    perf = await import('../../examples/perf.js')
+  } catch (error) {
+    process.stderr.write(`authz-cache: the perf workload ships with the repository's example service (${(error as Error).message}); run it from a clone: npm ci && npm run perf\n`)
+    return 2
+  }
+  const ok = await perf.runPerf(args, (line) => process.stdout.write(line + '\n'))
+  return ok ? 0 : 1
+}
+
+/** True when this file is the program (also through npm's bin symlink). */
+function isMain (): boolean {
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(process.argv[1] ?? '')).href
+  } catch {
+    return false
+  }
+}
+
+if (isMain()) {
+  main().then((code) => { process.exitCode = code }, (error: Error) => {
+    process.stderr.write(`authz-cache: ${error.stack ?? error.message}\n`)
+    process.exitCode = 1
+  })
+}
