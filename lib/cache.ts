@@ -32,6 +32,7 @@ import {
 import {
   cachedFunctionKey,
   compilePattern,
+  invalidationTags,
   keyBuilderFor,
   resourceTag,
   stableSerialize,
@@ -885,32 +886,22 @@ export class AuthzCache {
   }
 
   #plan (request: InvalidationRequest): { all: boolean, tags: Set<string>, keys: string[], patterns: RegExp[] } {
-    if (!isPlainObject(request)) throw new FST_AUTHZ_OPTIONS('invalidation', `must be an object, got ${describe(request)}`)
-    const tags = new Set<string>()
-    const str = (name: keyof InvalidationRequest): string | undefined => {
+    if (!isPlainObject(request as unknown)) throw new FST_AUTHZ_OPTIONS('invalidation', `must be an object, got ${describe(request)}`)
+    for (const name of ['userId', 'generationId', 'projectId', 'teamId', 'pattern'] as const) {
       const value = request[name]
-      if (value === undefined) return undefined
-      if (typeof value !== 'string' || value.length === 0) throw new FST_AUTHZ_OPTIONS(name, `must be a non-empty string, got ${describe(value)}`)
-      return value
+      if (value !== undefined && (typeof value !== 'string' || value.length === 0)) throw new FST_AUTHZ_OPTIONS(name, `must be a non-empty string, got ${describe(value)}`)
     }
-    const list = (name: 'tags' | 'keys'): string[] => {
+    for (const name of ['tags', 'keys'] as const) {
       const value = request[name]
-      if (value === undefined) return []
-      if (!isStringArray(value) || value.some((v) => v.length === 0)) throw new FST_AUTHZ_OPTIONS(name, 'must be an array of non-empty strings')
-      return value
+      if (value !== undefined && (!isStringArray(value) || value.some((v) => v.length === 0))) throw new FST_AUTHZ_OPTIONS(name, 'must be an array of non-empty strings')
     }
-    const userId = str('userId')
-    if (userId !== undefined) tags.add(userTag(userId))
-    const generationId = str('generationId')
-    if (generationId !== undefined) tags.add(resourceTag('generation', generationId))
-    const projectId = str('projectId')
-    if (projectId !== undefined) tags.add(resourceTag('project', projectId))
-    const teamId = str('teamId')
-    if (teamId !== undefined) tags.add(resourceTag('team', teamId))
-    for (const tag of list('tags')) tags.add(tag)
-    const pattern = str('pattern')
     if (request.all !== undefined && typeof request.all !== 'boolean') throw new FST_AUTHZ_OPTIONS('all', `must be a boolean, got ${describe(request.all)}`)
-    return { all: request.all === true, tags, keys: list('keys'), patterns: pattern === undefined ? [] : [compilePattern(pattern)] }
+    return {
+      all: request.all === true,
+      tags: invalidationTags(request),
+      keys: request.keys ?? [],
+      patterns: request.pattern === undefined ? [] : [compilePattern(request.pattern)]
+    }
   }
 
   #touches (plan: { tags: Set<string>, keys: string[], patterns: RegExp[] }, key: string, tags: string[]): boolean {

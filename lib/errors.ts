@@ -33,6 +33,13 @@ export const FST_AUTHZ_UNKNOWN_KIND = createError('FST_AUTHZ_UNKNOWN_KIND', 'Unk
 /** The body of `POST {prefix}/invalidate` is malformed; the message names the field. */
 export const FST_AUTHZ_BAD_INVALIDATION = createError('FST_AUTHZ_BAD_INVALIDATION', 'Invalid invalidation request: %s', 400)
 
+/**
+ * An invalidation was applied on this instance but Redis did not take it
+ * (L2 removal or the bus publish failed): other instances may still hold the
+ * entries. Raised by the `async` invalidation methods and the admin route.
+ */
+export const FST_AUTHZ_BUS_FAILED = createError('FST_AUTHZ_BUS_FAILED', 'Invalidation applied on this instance, but Redis did not take it: other instances may still hold the entries', 503)
+
 /** Every error code, for documentation checks. */
 export const errorCodes = [
   'FST_AUTHZ_OPTIONS',
@@ -43,5 +50,6 @@ export const errorCodes = [
   'FST_AUTHZ_RESOLVER_FAILED',
   'FST_AUTHZ_RESOLVER_TIMEOUT',
   'FST_AUTHZ_UNKNOWN_KIND',
-  'FST_AUTHZ_BAD_INVALIDATION'
+  'FST_AUTHZ_BAD_INVALIDATION',
+  'FST_AUTHZ_BUS_FAILED'
 ] as const

@@ -66,6 +66,17 @@ export function userTag (userId: string): string {
   return `user:${userId}`
 }
 
+/** The tags an invalidation request names: its `tags`, and those of its userId/generationId/projectId/teamId. */
+export function invalidationTags (request: { userId?: string, generationId?: string, projectId?: string, teamId?: string, tags?: string[] }): Set<string> {
+  const tags = new Set<string>()
+  if (request.userId !== undefined) tags.add(userTag(request.userId))
+  if (request.generationId !== undefined) tags.add(resourceTag('generation', request.generationId))
+  if (request.projectId !== undefined) tags.add(resourceTag('project', request.projectId))
+  if (request.teamId !== undefined) tags.add(resourceTag('team', request.teamId))
+  for (const tag of request.tags ?? []) tags.add(tag)
+  return tags
+}
+
 const REGEXP_SPECIALS = /[.+?^${}()|[\]\\/-]/g
 
 /**

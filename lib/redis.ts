@@ -4,12 +4,19 @@
  * L2 layout, under `keyPrefix`:
  *   v:{cacheKey}  the value: 1 byte format (0 JSON, 1 deflate-raw JSON) + payload, PX = the entry's TTL
  *   t:{tag}       a set of the cache keys carrying the tag, expiring with its longest member
- *   epoch         a counter every invalidation increments
+ *   seq           a counter every invalidation increments
+ *   e:{tag}       the `seq` of the last invalidation of the tag (kept EPOCH_TTL_MS)
+ *   g             the `seq` of the last invalidation by key, pattern or `all`
  *
- * Fencing across instances: a load reads the epoch together with the value
- * (one MGET). Its write is a Lua compare-and-set on that epoch, so a load
- * that started before any invalidation, on any instance, stores nothing in
- * L2, and (the write reporting failure) nothing in its own L1 either.
+ * Fencing across instances: a load reads `seq` together with the value (one
+ * MGET). Its write is a Lua script that refuses when `g` or the `e:{tag}` of
+ * any tag the entry carries (its decision's own tags included) moved past
+ * that `seq`; the load then stores nothing in L2 and, told so, nothing in its
+ * own L1. Only invalidations that touch the entry fence it, so frequent
+ * invalidations of other users do not stop caching.
+ *
+ * An invalidation by tags is one Lua script: bump `seq`, mark the tags, read
+ * and delete their sets and values, publish. Patterns and `all` add a SCAN.
  *
  * Outages: commands have short timeouts and no offline queue on the client
  * the plugin creates; an L2 error counts as a miss and never fails a
@@ -17,12 +24,13 @@
  * entry older than `busOutageMaxStalenessSeconds`; when it is back (and
  * subscribed again), every L1 entry is dropped.
  */
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AuthzCache, SharedLayer, SharedRead } from './cache.js'
-import { compilePattern } from './keys.js'
+import { FST_AUTHZ_BUS_FAILED } from './errors.js'
+import { compilePattern, invalidationTags } from './keys.js'
 import type { ResolvedRedisOptions } from './options.js'
 import type { InvalidationRequest, RedisStats } from './types.js'
 
@@ -42,32 +50,68 @@ interface RedisLike {
   once (event: string, listener: (...args: any[]) => void): unknown
   mgetBuffer (...keys: string[]): Promise<Array<Buffer | null>>
   eval (script: string, numKeys: number, ...args: Array<string | Buffer | number>): Promise<unknown>
-  incr (key: string): Promise<number>
-  smembers (key: string): Promise<string[]>
+  evalsha (sha: string, numKeys: number, ...args: Array<string | Buffer | number>): Promise<unknown>
   del (...keys: string[]): Promise<number>
-  scan (cursor: string, ...args: Array<string | number>): Promise<[string, string[]]>
   publish (channel: string, message: string): Promise<number>
+  scan (cursor: string, ...args: Array<string | number>): Promise<[string, string[]]>
   subscribe (channel: string): Promise<unknown>
   connect (): Promise<void>
   quit (): Promise<unknown>
   disconnect (): void
 }
 
+/** KEYS: g, value key, then (t:{tag}, e:{tag}) pairs. ARGV: start seq, payload, ttl ms, cache key. */
 const WRITE_SCRIPT = `
-local current = redis.call('GET', KEYS[1]) or '0'
-if current ~= ARGV[1] then return 0 end
+local start = tonumber(ARGV[1])
+if tonumber(redis.call('GET', KEYS[1]) or '0') > start then return 0 end
+for i = 3, #KEYS, 2 do
+  if tonumber(redis.call('GET', KEYS[i + 1]) or '0') > start then return 0 end
+end
 local ttl = tonumber(ARGV[3])
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
-for i = 3, #KEYS do
+for i = 3, #KEYS, 2 do
   redis.call('SADD', KEYS[i], ARGV[4])
   if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 return 1
 `
 
+/**
+ * KEYS: seq, g, then (t:{tag}, e:{tag}) pairs, then value keys to delete.
+ * ARGV: number of tag pairs, epoch TTL ms, value key prefix, bump g (1/0),
+ * channel ('' for none), message.
+ */
+const INVALIDATE_SCRIPT = `
+local seq = redis.call('INCR', KEYS[1])
+local pairs = tonumber(ARGV[1])
+if ARGV[4] == '1' then redis.call('SET', KEYS[2], seq, 'PX', ARGV[2]) end
+for i = 3, 2 + pairs * 2, 2 do
+  redis.call('SET', KEYS[i + 1], seq, 'PX', ARGV[2])
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[i])) do redis.call('DEL', ARGV[3] .. member) end
+  redis.call('DEL', KEYS[i])
+end
+for i = 3 + pairs * 2, #KEYS do redis.call('DEL', KEYS[i]) end
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return seq
+`
+
+const sha1 = (script: string): string => createHash('sha1').update(script).digest('hex')
+const WRITE_SHA = sha1(WRITE_SCRIPT)
+const INVALIDATE_SHA = sha1(INVALIDATE_SCRIPT)
+
+/** How long an `e:{tag}` mark outlives its invalidation: longer than any load can run. */
+export function epochTtlMs (loaderTimeoutMs: number): number {
+  return Math.max(60_000, loaderTimeoutMs * 2)
+}
+
 /** Escapes a key pattern for Redis MATCH: only `*` stays a wildcard. */
 function redisGlob (pattern: string): string {
   return pattern.replace(/[?[\]\\]/g, '\\$&')
+}
+
+/** Escapes a literal (the key prefix) for Redis MATCH: nothing in it is a wildcard. */
+function globLiteral (text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&')
 }
 
 function withTimeout<T> (promise: Promise<T>, ms: number): Promise<T> {
@@ -91,7 +135,9 @@ class RedisShared implements SharedLayer, RedisLayer {
   readonly #ownsClient: boolean
   readonly #sub: RedisLike | undefined
   readonly #id = randomUUID()
-  readonly #epochKey: string
+  readonly #seqKey: string
+  readonly #globalKey: string
+  readonly #epochTtlMs: number
   readonly #compressAbove: number
   readonly #counters = { l2Hits: 0, l2Misses: 0, l2Errors: 0, published: 0, received: 0, outages: 0 }
   #subscribed = false
@@ -103,7 +149,9 @@ class RedisShared implements SharedLayer, RedisLayer {
     this.#engine = engine
     this.#o = o
     this.#log = log
-    this.#epochKey = `${o.keyPrefix}epoch`
+    this.#seqKey = `${o.keyPrefix}seq`
+    this.#globalKey = `${o.keyPrefix}g`
+    this.#epochTtlMs = epochTtlMs(engine.options.loaderTimeoutMs)
     this.#compressAbove = engine.options.compressionEnabled ? engine.options.compressionThresholdBytes : Infinity
     if (o.client !== undefined) {
       this.#client = o.client as RedisLike
@@ -210,10 +258,14 @@ class RedisShared implements SharedLayer, RedisLayer {
     return `${this.#o.keyPrefix}t:${tag}`
   }
 
+  #epochKey (tag: string): string {
+    return `${this.#o.keyPrefix}e:${tag}`
+  }
+
   async read (key: string): Promise<SharedRead> {
     if (!this.#o.l2) return { fence: null }
     try {
-      const [epoch, raw] = await this.#command(this.#client.mgetBuffer(this.#epochKey, this.#valueKey(key)))
+      const [epoch, raw] = await this.#command(this.#client.mgetBuffer(this.#seqKey, this.#valueKey(key)))
       const fence = epoch === null ? '0' : epoch.toString()
       if (raw === null || raw.length < 2) {
         this.#counters.l2Misses++
@@ -238,8 +290,9 @@ class RedisShared implements SharedLayer, RedisLayer {
       ? Buffer.concat([Buffer.of(FORMAT_DEFLATE), deflateRawSync(json)])
       : Buffer.concat([Buffer.of(FORMAT_JSON), json])
     try {
-      const keys = [this.#epochKey, this.#valueKey(key), ...tags.map((tag) => this.#tagKey(tag))]
-      const written = await this.#command(this.#client.eval(WRITE_SCRIPT, keys.length, ...keys, fence, payload, ttl, key))
+      const keys = [this.#globalKey, this.#valueKey(key)]
+      for (const tag of tags) keys.push(this.#tagKey(tag), this.#epochKey(tag))
+      const written = await this.#script(WRITE_SCRIPT, WRITE_SHA, keys, [fence, payload, ttl, key])
       return written === 1
     } catch {
       this.#counters.l2Errors++
@@ -247,46 +300,56 @@ class RedisShared implements SharedLayer, RedisLayer {
     }
   }
 
-  async publish (request: InvalidationRequest): Promise<void> {
+  /** EVALSHA, loading the script with EVAL the first time a server does not know it. */
+  async #script (script: string, sha: string, keys: string[], args: Array<string | Buffer | number>): Promise<unknown> {
     try {
-      // The epoch moves first: from here on, no load that started earlier can write to L2.
-      await this.#command(this.#client.incr(this.#epochKey))
-      if (this.#o.l2) await this.#deleteFromL2(request)
-      if (this.#o.bus) {
-        await this.#command(this.#client.publish(this.#o.channel, JSON.stringify({ from: this.#id, request })))
-        this.#counters.published++
+      return await this.#command(this.#client.evalsha(sha, keys.length, ...keys, ...args))
+    } catch (error) {
+      if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error
+      return this.#command(this.#client.eval(script, keys.length, ...keys, ...args))
+    }
+  }
+
+  /**
+   * Fences, removes from L2 and publishes one invalidation. Throws when Redis
+   * could not take it: the caller of an async invalidation must know that
+   * other instances may still hold the entries.
+   */
+  async publish (request: InvalidationRequest): Promise<void> {
+    const tags = [...invalidationTags(request)]
+    const scan = request.all === true || request.pattern !== undefined
+    const message = JSON.stringify({ from: this.#id, request })
+    const keys = [this.#seqKey, this.#globalKey]
+    for (const tag of tags) keys.push(this.#tagKey(tag), this.#epochKey(tag))
+    for (const key of request.keys ?? []) keys.push(this.#valueKey(key))
+    const bumpGlobal = scan || (request.keys?.length ?? 0) > 0
+    try {
+      // One script: bump seq, mark the tags, delete their sets and values, and (unless a SCAN must run first) publish.
+      await this.#script(INVALIDATE_SCRIPT, INVALIDATE_SHA, keys, [tags.length, this.#epochTtlMs, `${this.#o.keyPrefix}v:`, bumpGlobal ? '1' : '0', !scan && this.#o.bus ? this.#o.channel : '', message])
+      if (scan) {
+        if (this.#o.l2) await this.#scanDelete(request)
+        if (this.#o.bus) await this.#command(this.#client.publish(this.#o.channel, message))
       }
+      if (this.#o.bus) this.#counters.published++
     } catch (error) {
       this.#counters.l2Errors++
-      this.#log.warn({ err: error, authzInvalidation: request }, 'authz cache: could not publish an invalidation; other instances drop their L1 when their bus reconnects')
+      this.#log.error({ err: error, authzInvalidation: request }, 'authz cache: could not publish an invalidation; other instances may hold the entries until their TTL')
+      throw new FST_AUTHZ_BUS_FAILED({ cause: error })
     }
   }
 
-  async #deleteFromL2 (request: InvalidationRequest): Promise<void> {
+  async #scanDelete (request: InvalidationRequest): Promise<void> {
+    const prefix = globLiteral(this.#o.keyPrefix)
+    let match: string
+    let keep: (key: string) => boolean = () => true
     if (request.all === true) {
-      await this.#scanDelete(`${redisGlob(this.#o.keyPrefix)}[vt]:*`)
-      return
-    }
-    const tags: string[] = [...(request.tags ?? [])]
-    if (request.userId !== undefined) tags.push(`user:${request.userId}`)
-    if (request.generationId !== undefined) tags.push(`generation:${request.generationId}`)
-    if (request.projectId !== undefined) tags.push(`project:${request.projectId}`)
-    if (request.teamId !== undefined) tags.push(`team:${request.teamId}`)
-    const doomed = new Set<string>()
-    for (const tag of tags) {
-      for (const key of await this.#command(this.#client.smembers(this.#tagKey(tag)))) doomed.add(this.#valueKey(key))
-      doomed.add(this.#tagKey(tag))
-    }
-    for (const key of request.keys ?? []) doomed.add(this.#valueKey(key))
-    if (doomed.size > 0) await this.#command(this.#client.del(...doomed))
-    if (request.pattern !== undefined) {
+      match = `${prefix}[vt]:*`
+    } else {
       // Check each match against the engine's own pattern semantics too (MATCH is a glob).
-      const exact = compilePattern(request.pattern)
-      await this.#scanDelete(`${redisGlob(this.#o.keyPrefix)}v:${redisGlob(request.pattern)}`, (key) => exact.test(key.slice(this.#o.keyPrefix.length + 2)))
+      const exact = compilePattern(request.pattern as string)
+      match = `${prefix}v:${redisGlob(request.pattern as string)}`
+      keep = (key) => exact.test(key.slice(this.#o.keyPrefix.length + 2))
     }
-  }
-
-  async #scanDelete (match: string, keep: (key: string) => boolean = () => true): Promise<void> {
     let cursor = '0'
     do {
       const [next, keys] = await this.#command(this.#client.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT))

@@ -103,6 +103,33 @@ if (available === false) {
     })
   }
 
+  test('invalidations of other users do not fence a load in flight', async (t) => {
+    const { apps: [a, b], table, ns } = await instances(t, 2)
+    table.set(`generation:${G1}:${U1}`, { granted: true, tags: ['project:p1'] })
+    const gate = b.db.hold()
+    const pending = get(b)
+    t.ok(await eventually(() => b.db.calls.length === 1))
+    for (let i = 0; i < 20; i++) await a.app.authz.invalidateUserAuthorizationCache(`someone-else-${i}`)
+    await a.app.authz.invalidate({ tags: ['project:p2'], teamId: 't9' })
+    gate.resolve()
+    t.equal(await pending, 200)
+    t.equal(await ns.raw.exists(`${ns.keyPrefix}v:auth:gen:${G1}:user:${U1}:access`), 1, 'written to L2')
+    t.equal(b.app.authz.getGenerationAccess(G1, U1).hit, true, 'and to B L1')
+  })
+
+  test('a decision tag invalidated during the load fences it across instances', async (t) => {
+    const { apps: [a, b], table, ns } = await instances(t, 2, (i) => i === 1 ? { redis: { bus: false } } : {})
+    table.set(`generation:${G1}:${U1}`, { granted: true, tags: ['project:p1'] })
+    const gate = b.db.hold()
+    const pending = get(b)
+    t.ok(await eventually(() => b.db.calls.length === 1))
+    await a.app.authz.invalidate({ projectId: 'p1' })
+    gate.resolve()
+    t.equal(await pending, 200)
+    t.equal(await ns.raw.exists(`${ns.keyPrefix}v:auth:gen:${G1}:user:${U1}:access`), 0, 'refused by L2: the tag moved on')
+    t.equal(b.app.authz.getGenerationAccess(G1, U1).hit, false)
+  })
+
   test('Redis unreachable at start: the instance boots and answers through its resolvers', async (t) => {
     const table = new Map<string, Decision | null>([[`generation:${G1}:${U1}`, { granted: true }]])
     const x = await buildApp(t, { redis: { url: 'redis://127.0.0.1:1', commandTimeoutMs: 50 } }, routes, table)
@@ -111,8 +138,12 @@ if (available === false) {
     const stats = (await x.app.inject({ url: '/_authz/stats', headers: x.auth('ops', { scope: 'authz:admin' }) })).json()
     t.equal(stats.redis.connected, false)
     t.ok(stats.redis.l2Errors >= 1, 'L2 errors counted as misses')
-    t.equal((await x.app.inject({ method: 'POST', url: '/_authz/invalidate', headers: x.auth('ops', { scope: 'authz:admin' }), payload: { userId: U1 } })).statusCode, 200, 'an invalidation still applies locally')
-    t.equal(x.app.authz.getStats().totalEntries, 0)
+    const res = await x.app.inject({ method: 'POST', url: '/_authz/invalidate', headers: x.auth('ops', { scope: 'authz:admin' }), payload: { userId: U1 } })
+    t.equal(res.statusCode, 503, 'the caller learns the other instances were not told')
+    t.equal(res.json().code, 'FST_AUTHZ_BUS_FAILED')
+    t.equal(x.app.authz.getStats().totalEntries, 0, 'but the invalidation applied here')
+    await t.rejects(x.app.authz.invalidateGenerationAuthorizationCache(G1), { code: 'FST_AUTHZ_BUS_FAILED', statusCode: 503 })
+    t.equal(x.app.authz.invalidateUserData(U1), 0, 'the synchronous methods apply locally and do not throw')
   })
 
   test('bus outage: no L1 entry older than the bound is served, and L1 is dropped on reconnect', async (t) => {
