@@ -1,0 +1,212 @@
+/**
+ * The example service: a generative-media API whose authorization checks
+ * go through fastify-authz-cache, with the rules in SQL (./resolvers.ts)
+ * over PGlite or PostgreSQL (./db.ts).
+ *
+ * `buildExampleApp()` returns the app (ready, not listening), the database,
+ * sample tokens and the sample data's ids. examples/server.ts runs it;
+ * test/example-e2e.test.ts drives it over HTTP.
+ */
+import { randomUUID } from 'node:crypto'
+import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
+import fastifyJwt from '@fastify/jwt'
+import authzCache, { type AuthzCacheOptions } from '../lib/index.js'
+import { ROLES, SEED_IDS, openDatabase, type Database, type SeedIds } from './db.js'
+import { createResolvers } from './resolvers.js'
+
+/** Signs the sample tokens unless `jwtSecret` is given. Development only: it is in the source. */
+export const DEV_JWT_SECRET = 'dev-only-secret-do-not-use-in-production-0123456789'
+
+export interface ExampleAppOptions {
+  /** PostgreSQL connection string; absent: embedded PGlite. */
+  databaseUrl?: string
+  /** PostgreSQL schema for the example's tables (dropped and recreated). Default `authz_example`. */
+  schema?: string
+  /** Drop that schema again when the database is closed (tests). Default false. */
+  dropSchemaOnClose?: boolean
+  /** HS256 secret of @fastify/jwt. Default DEV_JWT_SECRET. */
+  jwtSecret?: string
+  /** Fastify's `logger` option. Default false. */
+  logger?: FastifyServerOptions['logger']
+  /** Redis for L2 and the invalidation bus, passed to the plugin as `redis: { url }`. */
+  redisUrl?: string
+  /** SIMULATED extra latency of every authorization query, in ms (see ./resolvers.ts). */
+  latencyMs?: number
+  /** The plugin's preset. Default 'development'. */
+  preset?: 'development' | 'production'
+}
+
+export interface ExampleApp {
+  app: FastifyInstance
+  db: Database
+  /** Sample JWTs: alice, bob, carol, dave, erin, and `admin` (scope `authz:admin`). */
+  tokens: Record<'alice' | 'bob' | 'carol' | 'dave' | 'erin' | 'admin', string>
+  ids: SeedIds
+}
+
+const uuid = { type: 'string', format: 'uuid' } as const
+
+interface GenerationParams { generationId: string }
+interface ProjectParams { projectId: string }
+interface TeamParams { teamId: string }
+interface MemberParams { teamId: string, userId: string }
+
+function notFound (message: string): { statusCode: 404, error: 'Not Found', message: string } {
+  return { statusCode: 404, error: 'Not Found', message }
+}
+
+/** Builds the example app on a fresh, seeded database. The caller closes both (`app.close()`, `db.close()`). */
+export async function buildExampleApp (opts: ExampleAppOptions = {}): Promise<ExampleApp> {
+  const db = await openDatabase({ databaseUrl: opts.databaseUrl, schema: opts.schema, dropSchemaOnClose: opts.dropSchemaOnClose })
+  const app = Fastify({ logger: opts.logger ?? false })
+  try {
+    // fast-jwt's verify cache: a repeated token is not verified again, so a cached check costs microseconds.
+    await app.register(fastifyJwt, { secret: opts.jwtSecret ?? DEV_JWT_SECRET, verify: { cache: true } })
+    const authzOptions: AuthzCacheOptions = {
+      preset: opts.preset ?? 'development',
+      resolvers: createResolvers(db, { latencyMs: opts.latencyMs })
+    }
+    if (opts.redisUrl !== undefined && opts.redisUrl !== '') authzOptions.redis = { url: opts.redisUrl }
+    await app.register(authzCache, authzOptions)
+    // The admin routes are on at /_authz (default guard: a JWT with scope 'authz:admin').
+
+    routes(app, db)
+    await app.ready()
+  } catch (error) {
+    await app.close()
+    await db.close()
+    throw error
+  }
+
+  const sign = (sub: string, claims: Record<string, unknown> = {}): string => app.jwt.sign({ sub, ...claims }, { expiresIn: '12h' })
+  const { users } = SEED_IDS
+  const tokens = {
+    alice: sign(users.alice, { name: 'Alice' }),
+    bob: sign(users.bob, { name: 'Bob' }),
+    carol: sign(users.carol, { name: 'Carol' }),
+    dave: sign(users.dave, { name: 'Dave' }),
+    erin: sign(users.erin, { name: 'Erin' }),
+    admin: sign('authz-admin', { scope: 'authz:admin' })
+  }
+  return { app, db, tokens, ids: SEED_IDS }
+}
+
+function routes (app: FastifyInstance, db: Database): void {
+  // Media URLs come from the cached decision: a cache hit serves this route without a query.
+  app.get<{ Params: GenerationParams }>('/generations/:generationId', {
+    config: { authz: { generation: 'generationId', access: 'read' } }
+  }, async (request) => {
+    const id = request.params.generationId
+    const decision = await request.authz.generationAccess(id)
+    return { id, access: decision.access, mediaUrls: decision.mediaUrls }
+  })
+
+  app.put<{ Params: GenerationParams, Body: { prompt: string } }>('/generations/:generationId', {
+    config: { authz: { generation: 'generationId', access: 'write' } },
+    schema: {
+      body: { type: 'object', additionalProperties: false, required: ['prompt'], properties: { prompt: { type: 'string', minLength: 1, maxLength: 2000 } } }
+    }
+  }, async (request, reply) => {
+    const { rows } = await db.query(
+      'UPDATE generations SET prompt = $2, updated_at = now() WHERE id = $1 RETURNING id, project_id, prompt, status',
+      [request.params.generationId, request.body.prompt])
+    if (rows.length === 0) return reply.code(404).send(notFound('no such generation'))
+    const row = rows[0]
+    return { id: row.id, projectId: row.project_id, prompt: row.prompt, status: row.status }
+  })
+
+  app.get<{ Params: ProjectParams }>('/projects/:projectId', {
+    config: { authz: { project: 'projectId', access: 'read' } }
+  }, async (request, reply) => {
+    const id = request.params.projectId
+    const decision = await request.authz.projectAccess(id)
+    const { rows } = await db.query('SELECT id, team_id, name FROM projects WHERE id = $1', [id])
+    if (rows.length === 0) return reply.code(404).send(notFound('no such project'))
+    const generations = await db.query('SELECT id, status FROM generations WHERE project_id = $1 ORDER BY created_at, id', [id])
+    return { id, name: rows[0].name, teamId: rows[0].team_id, access: decision.access, generations: generations.rows }
+  })
+
+  app.put<{ Params: TeamParams, Body: Record<string, unknown> }>('/teams/:teamId/settings', {
+    config: { authz: { team: 'teamId', role: 'admin' } },
+    schema: {
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        minProperties: 1,
+        properties: { defaultModel: { type: 'string', maxLength: 100 }, watermark: { type: 'boolean' } }
+      }
+    }
+  }, async (request) => {
+    const { rows } = await db.query('UPDATE teams SET settings = settings || $2::jsonb WHERE id = $1 RETURNING settings',
+      [request.params.teamId, JSON.stringify(request.body)])
+    return { ok: true, settings: rows[0]?.settings }
+  })
+
+  // The project id is in the body: checked in a preHandler, after the body is parsed and validated.
+  app.post<{ Body: { projectId: string, prompt: string } }>('/generations', {
+    schema: {
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['projectId', 'prompt'],
+        properties: { projectId: uuid, prompt: { type: 'string', minLength: 1, maxLength: 2000 } }
+      }
+    },
+    preHandler: app.authz.require({ project: (req) => (req.body as { projectId?: string } | undefined)?.projectId, access: 'write' })
+  }, async (request, reply) => {
+    const { rows } = await db.query(
+      `INSERT INTO generations (id, project_id, created_by, prompt, status)
+       VALUES ($1, $2, $3, $4, 'queued') RETURNING id, project_id, prompt, status, media_urls`,
+      [randomUUID(), request.body.projectId, request.authz.userId, request.body.prompt])
+    const row = rows[0]
+    return reply.code(201).send({ id: row.id, projectId: row.project_id, prompt: row.prompt, status: row.status, mediaUrls: row.media_urls })
+  })
+
+  app.get('/me', async (request, reply) => {
+    const profile = await request.authz.profile() // authenticates (401 without a valid token), cached
+    if (profile.granted !== true) return reply.code(404).send(notFound('no such user'))
+    return profile
+  })
+
+  // Membership changes take effect at once: the database first, then the user's cached decisions go.
+  const memberSchema = { params: { type: 'object', properties: { teamId: uuid, userId: uuid } } }
+
+  /** An admin manages members; granting, changing or removing an owner takes an owner. */
+  async function requireOwnerFor (request: FastifyRequest, teamId: string, userId: string, newRole: string | undefined): Promise<string | undefined> {
+    const { rows } = await db.query<{ role: string }>('SELECT role FROM team_members WHERE team_id = $1 AND user_id = $2', [teamId, userId])
+    const current = rows[0]?.role
+    if (newRole === 'owner' || current === 'owner') await request.authz.check({ team: teamId, role: 'owner' })
+    return current
+  }
+
+  app.put<{ Params: MemberParams, Body: { role: string } }>('/teams/:teamId/members/:userId', {
+    config: { authz: { team: 'teamId', role: 'admin' } },
+    schema: {
+      ...memberSchema,
+      body: { type: 'object', additionalProperties: false, required: ['role'], properties: { role: { type: 'string', enum: [...ROLES] } } }
+    }
+  }, async (request, reply) => {
+    const { teamId, userId } = request.params
+    await requireOwnerFor(request, teamId, userId, request.body.role)
+    const { rows } = await db.query(
+      `INSERT INTO team_members (team_id, user_id, role) SELECT $1, u.id, $3 FROM users u WHERE u.id = $2
+       ON CONFLICT (team_id, user_id) DO UPDATE SET role = EXCLUDED.role RETURNING role`,
+      [teamId, userId, request.body.role])
+    if (rows.length === 0) return reply.code(404).send(notFound('no such user'))
+    const invalidated = await app.authz.invalidateUserAuthorizationCache(userId)
+    return { ok: true, role: rows[0].role, invalidated }
+  })
+
+  app.delete<{ Params: MemberParams }>('/teams/:teamId/members/:userId', {
+    config: { authz: { team: 'teamId', role: 'admin' } },
+    schema: memberSchema
+  }, async (request, reply) => {
+    const { teamId, userId } = request.params
+    if (await requireOwnerFor(request, teamId, userId, undefined) === undefined) {
+      return reply.code(404).send(notFound('not a member of this team'))
+    }
+    await db.query('DELETE FROM team_members WHERE team_id = $1 AND user_id = $2', [teamId, userId])
+    const invalidated = await app.authz.invalidateUserAuthorizationCache(userId)
+    return { ok: true, invalidated }
+  })
+}

@@ -1,0 +1,339 @@
+/**
+ * End to end: the example service (examples/app.ts) on a real port, driven
+ * over HTTP with fetch, its authorization rules answered by SQL on PGlite
+ * (and once on PostgreSQL when one is reachable).
+ */
+import { createHmac } from 'node:crypto'
+import { test } from 'tap'
+import pg from 'pg'
+import { buildExampleApp, DEV_JWT_SECRET, type ExampleApp, type ExampleAppOptions } from '../examples/app.js'
+import { exampleUuid, openDatabase, seedMany } from '../examples/db.js'
+import { createResolvers } from '../examples/resolvers.js'
+
+interface Reply { status: number, body: any, text: string, type: string }
+type Http = (method: string, path: string, options?: { token?: string, body?: unknown, accept?: string }) => Promise<Reply>
+
+interface Running extends ExampleApp { base: string, http: Http }
+
+/** Builds the example app, closes app and database at teardown, listens on a free port. */
+async function start (t: { teardown: (fn: () => unknown) => void }, options: ExampleAppOptions = {}): Promise<Running> {
+  const example = await buildExampleApp(options)
+  t.teardown(async () => {
+    await example.app.close()
+    await example.db.close()
+  })
+  const base = await example.app.listen({ port: 0, host: '127.0.0.1' })
+  const http: Http = async (method, path, { token, body, accept } = {}) => {
+    const headers: Record<string, string> = {}
+    if (token !== undefined) headers.authorization = `Bearer ${token}`
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    if (accept !== undefined) headers.accept = accept
+    const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) })
+    const text = await res.text()
+    const type = res.headers.get('content-type') ?? ''
+    return { status: res.status, text, type, body: type.includes('application/json') ? JSON.parse(text) : undefined }
+  }
+  return { ...example, base, http }
+}
+
+/** An HS256 JWT made by hand (so a token signed with another secret can be tried). */
+function hs256 (payload: Record<string, unknown>, secret: string): string {
+  const part = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url')
+  const unsigned = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(payload)}`
+  return `${unsigned}.${createHmac('sha256', secret).update(unsigned).digest('base64url')}`
+}
+
+test('read-only routes, on one app', async (t) => {
+  const running = await start(t)
+
+  await t.test('reads: a grant answers the media URLs, a denial is a 403, no token a 401', async (t) => {
+    const { http, db, tokens, ids } = running
+    const g1 = ids.generations.trailerShot1
+
+    const granted = await http('GET', `/generations/${g1}`, { token: tokens.alice })
+    t.equal(granted.status, 200)
+    const { rows } = await db.query('SELECT media_urls FROM generations WHERE id = $1', [g1])
+    t.equal(rows[0].media_urls.length, 2)
+    t.same(granted.body, { id: g1, access: ['read', 'write'], mediaUrls: rows[0].media_urls }, 'media URLs as the database has them')
+
+    const viewer = await http('GET', `/generations/${ids.generations.researchRender1}`, { token: tokens.alice })
+    t.equal(viewer.status, 200, 'alice is a viewer of Labs: she may read')
+    t.same(viewer.body.access, ['read'])
+
+    const outsider = await http('GET', `/generations/${g1}`, { token: tokens.dave })
+    t.equal(outsider.status, 403, 'dave is in no team')
+    t.equal(outsider.body.code, 'FST_AUTHZ_FORBIDDEN')
+    t.equal((await http('GET', `/generations/${ids.generations.researchRender1}`, { token: tokens.bob })).status, 403, 'bob is not in Labs')
+    t.equal((await http('GET', `/generations/${exampleUuid('generation', 999)}`, { token: tokens.alice })).status, 403, 'an unknown generation')
+    t.equal((await http('GET', '/generations/not-a-uuid', { token: tokens.alice })).status, 403, 'an id that is no UUID names nothing')
+
+    const anonymous = await http('GET', `/generations/${g1}`)
+    t.equal(anonymous.status, 401)
+    t.equal(anonymous.body.code, 'FST_AUTHZ_UNAUTHENTICATED')
+    const claims = { sub: ids.users.alice, exp: Math.floor(Date.now() / 1000) + 600 }
+    t.equal((await http('GET', `/generations/${g1}`, { token: hs256(claims, DEV_JWT_SECRET) })).status, 200, 'a hand-made token with the right secret passes...')
+    const forged = await http('GET', `/generations/${g1}`, { token: hs256(claims, 'some-other-secret-some-other-secret') })
+    t.equal(forged.status, 401, '...and with another secret it does not')
+    t.equal(forged.body.code, 'FST_AUTHZ_UNAUTHENTICATED')
+    t.equal((await http('GET', `/generations/${g1}`, { token: 'not.a.jwt' })).status, 401)
+  })
+
+  await t.test('bad ids: empty is FST_AUTHZ_BAD_ID; over 100 characters Fastify answers 414 first', async (t) => {
+    const { http, tokens } = running
+    const empty = await http('GET', '/generations/', { token: tokens.alice })
+    t.equal(empty.status, 400)
+    t.equal(empty.body.code, 'FST_AUTHZ_BAD_ID')
+    // Fastify's maxParamLength (100) is below the plugin's maxIdLength (256): the router refuses long params itself.
+    const long = await http('GET', `/generations/${'x'.repeat(300)}`, { token: tokens.alice })
+    t.equal(long.status, 414)
+    t.equal(long.body.code, 'FST_ERR_MAX_PARAM_LENGTH')
+  })
+
+  await t.test('GET /me answers the cached profile', async (t) => {
+    const { http, tokens, ids } = running
+    const me = await http('GET', '/me', { token: tokens.dave })
+    t.equal(me.status, 200)
+    t.same(me.body, { granted: true, id: ids.users.dave, name: 'Dave', email: 'dave@example.com' })
+    const ghost = hs256({ sub: exampleUuid('user', 4242), exp: Math.floor(Date.now() / 1000) + 600 }, DEV_JWT_SECRET)
+    t.equal((await http('GET', '/me', { token: ghost })).status, 404, 'a valid token for a user the database does not know')
+    const anonymous = await http('GET', '/me')
+    t.equal(anonymous.status, 401)
+    t.equal(anonymous.body.code, 'FST_AUTHZ_UNAUTHENTICATED')
+  })
+
+  await t.test('projects: every member reads, access follows the role', async (t) => {
+    const { http, tokens, ids } = running
+    const asCarol = await http('GET', `/projects/${ids.projects.trailer}`, { token: tokens.carol })
+    t.equal(asCarol.status, 200)
+    t.same(asCarol.body.access, ['read'], 'a viewer reads')
+    t.equal(asCarol.body.teamId, ids.teams.studio)
+    t.same(asCarol.body.generations.map((g: { id: string }) => g.id).sort(), [ids.generations.trailerShot1, ids.generations.trailerShot2])
+    t.same((await http('GET', `/projects/${ids.projects.trailer}`, { token: tokens.bob })).body.access, ['read', 'write'], 'a member writes')
+    t.equal((await http('GET', `/projects/${ids.projects.trailer}`, { token: tokens.dave })).status, 403)
+    t.equal((await http('GET', `/projects/${ids.projects.research}`, { token: tokens.erin })).status, 403, 'erin is not in Labs')
+  })
+})
+
+test('POST /generations: the project id in the body decides', async (t) => {
+  const { http, db, tokens, ids } = await start(t)
+  const count = async (): Promise<number> => (await db.query('SELECT count(*)::int AS n FROM generations')).rows[0].n
+  const before = await count()
+
+  const created = await http('POST', '/generations', { token: tokens.bob, body: { projectId: ids.projects.stills, prompt: 'a mug on the moon' } })
+  t.equal(created.status, 201)
+  t.match(created.body, { projectId: ids.projects.stills, prompt: 'a mug on the moon', status: 'queued', mediaUrls: [] })
+  const { rows } = await db.query('SELECT created_by, project_id FROM generations WHERE id = $1', [created.body.id])
+  t.same(rows, [{ created_by: ids.users.bob, project_id: ids.projects.stills }], 'stored, with its author')
+  t.equal((await http('GET', `/generations/${created.body.id}`, { token: tokens.carol })).status, 200, 'the team reads it')
+
+  const viewer = await http('POST', '/generations', { token: tokens.carol, body: { projectId: ids.projects.stills, prompt: 'nope' } })
+  t.equal(viewer.status, 403, 'a viewer may not write')
+  t.equal(viewer.body.code, 'FST_AUTHZ_FORBIDDEN')
+  t.equal((await http('POST', '/generations', { token: tokens.dave, body: { projectId: ids.projects.stills, prompt: 'nope' } })).status, 403)
+  t.equal((await http('POST', '/generations', { token: tokens.alice, body: { projectId: ids.projects.research, prompt: 'nope' } })).status, 403, 'alice only views Labs')
+  const anonymous = await http('POST', '/generations', { body: { projectId: ids.projects.stills, prompt: 'nope' } })
+  t.equal(anonymous.status, 401)
+  const invalid = await http('POST', '/generations', { token: tokens.bob, body: { projectId: 'not-a-uuid', prompt: 'x' } })
+  t.equal(invalid.status, 400)
+  t.equal(invalid.body.code, 'FST_ERR_VALIDATION')
+  t.equal(await count(), before + 1, 'only the writer\'s request inserted a row')
+
+  // A cached grant can outlive its row: the handler answers 404, not 500.
+  t.equal((await http('PUT', `/generations/${created.body.id}`, { token: tokens.bob, body: { prompt: 'v2' } })).status, 200)
+  await db.query('DELETE FROM generations WHERE id = $1', [created.body.id])
+  t.equal((await http('PUT', `/generations/${created.body.id}`, { token: tokens.bob, body: { prompt: 'v3' } })).status, 404)
+})
+
+test('revocation through the API takes effect on the next request, with no TTL to wait for', async (t) => {
+  const { app, http, db, tokens, ids } = await start(t)
+  const g1 = ids.generations.trailerShot1
+  const bob = ids.users.bob
+  const edit = (prompt: string): Promise<Reply> => http('PUT', `/generations/${g1}`, { token: tokens.bob, body: { prompt } })
+
+  const first = await edit('rain')
+  t.equal(first.status, 200)
+  t.equal(first.body.prompt, 'rain')
+  t.equal((await edit('more rain')).status, 200)
+  t.equal(app.authz.getGenerationAccess(g1, bob).hit, true, 'bob\'s write grant is cached (for 10 minutes)')
+
+  const demoted = await http('PUT', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice, body: { role: 'viewer' } })
+  t.equal(demoted.status, 200)
+  t.same(demoted.body, { ok: true, role: 'viewer', invalidated: 1 })
+  const denied = await edit('even more rain')
+  t.equal(denied.status, 403, 'a viewer now: the next write is refused')
+  t.equal(denied.body.code, 'FST_AUTHZ_FORBIDDEN')
+  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.bob })).status, 200, 'reading is still allowed')
+  const { rows } = await db.query('SELECT prompt FROM generations WHERE id = $1', [g1])
+  t.equal(rows[0].prompt, 'more rain', 'the refused write changed nothing')
+
+  const removed = await http('DELETE', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice })
+  t.equal(removed.status, 200)
+  t.equal(removed.body.ok, true)
+  t.equal(removed.body.invalidated, 1, 'bob\'s cached read went')
+  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.bob })).status, 403, 'removed: not even a read')
+  t.equal((await http('DELETE', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice })).status, 404, 'not a member any more')
+
+  const back = await http('PUT', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice, body: { role: 'member' } })
+  t.equal(back.status, 200)
+  t.equal((await edit('back again')).status, 200, 're-added as a member: writes again at once (the cached denial went too)')
+})
+
+test('team settings and membership need admin or owner; owners are managed by owners only', async (t) => {
+  const { http, db, tokens, ids } = await start(t)
+  const studio = ids.teams.studio
+  const settings = (token: string, body: unknown = { watermark: true }): Promise<Reply> => http('PUT', `/teams/${studio}/settings`, { token, body })
+
+  t.equal((await settings(tokens.alice)).status, 200, 'owner')
+  const byAdmin = await settings(tokens.erin, { defaultModel: 'video-2' })
+  t.equal(byAdmin.status, 200, 'admin')
+  t.same(byAdmin.body.settings, { watermark: true, defaultModel: 'video-2' })
+  for (const name of ['bob', 'carol', 'dave'] as const) {
+    const res = await settings(tokens[name], { watermark: false })
+    t.equal(res.status, 403, name)
+    t.equal(res.body.code, 'FST_AUTHZ_FORBIDDEN')
+  }
+  t.same((await db.query('SELECT settings FROM teams WHERE id = $1', [studio])).rows[0].settings, { watermark: true, defaultModel: 'video-2' }, 'refused requests changed nothing')
+  t.equal((await http('PUT', `/teams/${ids.teams.labs}/settings`, { token: tokens.carol, body: { watermark: false } })).status, 200, 'carol owns Labs')
+  t.equal((await http('PUT', `/teams/${ids.teams.labs}/settings`, { token: tokens.erin, body: { watermark: false } })).status, 403, 'erin is not in Labs')
+
+  const member = (token: string, userId: string, role?: string): Promise<Reply> => role === undefined
+    ? http('DELETE', `/teams/${studio}/members/${userId}`, { token })
+    : http('PUT', `/teams/${studio}/members/${userId}`, { token, body: { role } })
+  t.equal((await member(tokens.carol, ids.users.bob, 'viewer')).status, 403, 'a viewer manages no one')
+  t.equal((await member(tokens.bob, ids.users.carol)).status, 403, 'a member manages no one')
+  t.equal((await member(tokens.erin, ids.users.alice)).status, 403, 'an admin cannot remove an owner')
+  t.equal((await member(tokens.erin, ids.users.bob, 'owner')).status, 403, 'an admin cannot make an owner')
+  t.equal((await member(tokens.erin, ids.users.dave, 'member')).status, 200, 'an admin adds a member')
+  t.equal((await member(tokens.alice, ids.users.erin, 'owner')).status, 200, 'an owner makes an owner')
+  t.equal((await member(tokens.erin, exampleUuid('user', 4242), 'member')).status, 404, 'no such user')
+  t.equal((await member(tokens.erin, 'not-a-uuid', 'member')).status, 400, 'a malformed user id')
+  const { rows } = await db.query('SELECT user_id, role FROM team_members WHERE team_id = $1 ORDER BY user_id', [studio])
+  t.same(rows, [
+    { user_id: ids.users.alice, role: 'owner' },
+    { user_id: ids.users.bob, role: 'member' },
+    { user_id: ids.users.carol, role: 'viewer' },
+    { user_id: ids.users.dave, role: 'member' },
+    { user_id: ids.users.erin, role: 'owner' }
+  ])
+  t.equal((await settings(tokens.dave, { watermark: false })).status, 403, 'dave is a member now: still not enough for settings')
+})
+
+test('admin routes: guarded, stats move as requests hit and miss, Prometheus text, invalidation', async (t) => {
+  const { http, tokens, ids } = await start(t)
+  const g1 = ids.generations.trailerShot1
+  t.equal((await http('GET', '/_authz/stats')).status, 401)
+  t.equal((await http('GET', '/_authz/stats', { token: tokens.alice })).status, 403, 'a token without scope authz:admin')
+
+  const stats = async (): Promise<any> => {
+    const res = await http('GET', '/_authz/stats', { token: tokens.admin })
+    t.equal(res.status, 200)
+    return res.body
+  }
+  const before = await stats()
+  // A GET is one lookup in the route check and one in the handler (request.authz.generationAccess).
+  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.alice })).status, 200)
+  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.alice })).status, 200)
+  const after = await stats()
+  t.equal(after.misses - before.misses, 1, 'one miss: the first route check')
+  t.equal(after.hits - before.hits, 3, 'three hits: the first handler, then the second request twice')
+  t.equal(after.loads - before.loads, 1, 'one SQL query for two requests')
+  t.same(after.byKind.generation, { hits: 3, misses: 1, hitRatePercent: 75 })
+  t.equal(after.totalEntries, 1)
+
+  const text = await http('GET', '/_authz/stats', { token: tokens.admin, accept: 'text/plain' })
+  t.equal(text.status, 200)
+  t.match(text.type, /^text\/plain/)
+  t.match(text.text, /^authz_cache_hits_total 3$/m)
+  t.match(text.text, /^authz_cache_hits_total\{kind="generation"\} 3$/m)
+  t.match(text.text, /^authz_cache_misses_total 1$/m)
+
+  const invalidated = await http('POST', '/_authz/invalidate', { token: tokens.admin, body: { userId: ids.users.alice } })
+  t.equal(invalidated.status, 200)
+  t.same(invalidated.body, { invalidated: 1 })
+  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.alice })).status, 200)
+  t.equal((await stats()).misses, after.misses + 1, 'the next request missed and asked the database again')
+  const bad = await http('POST', '/_authz/invalidate', { token: tokens.admin, body: { user: 'x' } })
+  t.equal(bad.status, 400)
+  t.equal(bad.body.code, 'FST_AUTHZ_BAD_INVALIDATION')
+  t.equal((await http('POST', '/_authz/invalidate', { token: tokens.bob, body: { all: true } })).status, 403)
+})
+
+test('seedMany bulk data answers the rules it documents; simulated latency honors the abort signal', async (t) => {
+  const db = await openDatabase()
+  t.teardown(() => db.close())
+  const bulk = await seedMany(db, { users: 300, generations: 1200, teams: 7 })
+  const counts = (await db.query(`SELECT
+    (SELECT count(*)::int FROM users) AS users, (SELECT count(*)::int FROM teams) AS teams,
+    (SELECT count(*)::int FROM team_members) AS members, (SELECT count(*)::int FROM projects) AS projects,
+    (SELECT count(*)::int FROM generations) AS generations`)).rows[0]
+  t.same(counts, { users: 5 + 300, teams: 2 + 7, members: 6 + 300, projects: 3 + 21, generations: 6 + 1200 })
+  t.equal(bulk.projects, 21)
+
+  const resolvers = createResolvers(db, { latencyMs: 1 })
+  const signal = new AbortController().signal
+  const wrong: string[] = []
+  const seen = new Set<string>()
+  for (let i = 0; i < 40; i += 3) {
+    for (let j = 0; j < 1200; j += 97) {
+      const decision = await resolvers.generation({ kind: 'generation', userId: bulk.userId(i), id: bulk.generationId(j), signal })
+      const expected = bulk.access(i, j)
+      seen.add(expected.join('+'))
+      const actual = decision === null || decision === undefined ? [] : decision.access
+      if (JSON.stringify(actual) !== JSON.stringify(expected)) wrong.push(`user ${i} (${bulk.roleOfUser(i)}), generation ${j}: ${JSON.stringify(actual)}, expected ${JSON.stringify(expected)}`)
+    }
+  }
+  t.same(wrong, [], 'SQL and access(i, j) agree on 14 x 13 pairs')
+  t.same([...seen].sort(), ['', 'read', 'read+write'], 'the sample covers denials, readers and writers')
+  const team = await resolvers.team({ kind: 'team', userId: bulk.userId(5), id: bulk.teamId(bulk.teamOfUser(5)), signal })
+  t.same(team, { granted: true, role: bulk.roleOfUser(5) })
+
+  const slow = createResolvers(db, { latencyMs: 60_000 })
+  const controller = new AbortController()
+  const pending = slow.profile({ kind: 'profile', userId: bulk.userId(0), id: bulk.userId(0), signal: controller.signal })
+  controller.abort()
+  await t.rejects(Promise.resolve(pending), { name: 'AbortError' }, 'a timed-out load stops waiting')
+  t.throws(() => createResolvers(db, { latencyMs: -1 }), TypeError)
+  await t.rejects(seedMany(db, { users: 0, generations: 1 }), TypeError)
+})
+
+/** PostgreSQL at DATABASE_URL, or the local one CI and this machine run; undefined when none answers. */
+async function findPostgres (): Promise<{ url: string } | { reason: string }> {
+  const fromEnv = process.env.DATABASE_URL !== undefined && process.env.DATABASE_URL !== ''
+  const url = fromEnv ? process.env.DATABASE_URL as string : 'postgres://postgres@127.0.0.1:5432/test'
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 })
+  client.on('error', () => {})
+  try {
+    await client.connect()
+    await client.query('SELECT 1')
+    await client.end()
+    return { url }
+  } catch (error) {
+    return { reason: `no PostgreSQL answers at ${fromEnv ? 'DATABASE_URL' : url} (${(error as Error).message}); set DATABASE_URL to run this test` }
+  }
+}
+
+const postgres = await findPostgres()
+
+test('the same app on PostgreSQL', { skip: 'reason' in postgres ? postgres.reason : false }, async (t) => {
+  const { url } = postgres as { url: string }
+  // A schema of its own, dropped at close: parallel runs and other users of the database are not touched.
+  const { http, db, tokens, ids } = await start(t, { databaseUrl: url, schema: `authz_example_e2e_${process.pid}`, dropSchemaOnClose: true })
+  t.match(db.label, /^PostgreSQL, schema authz_example_e2e_/)
+  const g1 = ids.generations.trailerShot1
+  const granted = await http('GET', `/generations/${g1}`, { token: tokens.alice })
+  t.equal(granted.status, 200)
+  t.equal(granted.body.mediaUrls.length, 2)
+  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.dave })).status, 403)
+  t.equal((await http('POST', '/generations', { token: tokens.bob, body: { projectId: ids.projects.trailer, prompt: 'pg' } })).status, 201)
+  t.equal((await http('POST', '/generations', { token: tokens.carol, body: { projectId: ids.projects.trailer, prompt: 'pg' } })).status, 403)
+
+  t.equal((await http('PUT', `/generations/${g1}`, { token: tokens.bob, body: { prompt: 'pg edit' } })).status, 200)
+  const removed = await http('DELETE', `/teams/${ids.teams.studio}/members/${ids.users.bob}`, { token: tokens.alice })
+  t.equal(removed.status, 200)
+  t.equal((await http('PUT', `/generations/${g1}`, { token: tokens.bob, body: { prompt: 'pg again' } })).status, 403)
+  t.equal((await http('PUT', `/teams/${ids.teams.studio}/settings`, { token: tokens.erin, body: { watermark: true } })).status, 200)
+
+  const bulk = await seedMany(db, { users: 100, generations: 400 })
+  const found = await db.query('SELECT count(*)::int AS n FROM generations WHERE id = $1', [bulk.generationId(399)])
+  t.equal(found.rows[0].n, 1, 'the same bulk SQL runs on PostgreSQL, with the same ids')
+})
