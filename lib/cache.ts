@@ -1,15 +1,15 @@
 /**
  * AuthzCache: the L1 authorization cache engine. It knows nothing of Fastify.
  *
- * Layout. Entries live in a quick-lru (the recency order that eviction
- * follows) keyed by their SPEC key, and in a per-kind index
- * `Map<id, Map<userId, Entry>>` that the hit path reads: a hit hashes the two
- * ids it was given instead of building and hashing a ~97-character key, then
- * touches the entry in quick-lru through the key string the entry already
- * holds (its hash is cached). quick-lru alone is not a hard cap (it keeps up
- * to twice `maxSize` entries and drops whole generations), so the engine
- * counts live entries and bytes itself and evicts least-recently-used entries
- * one at a time before an insert would cross `maxEntries` or `maxSizeMb`.
+ * Layout. Entries live in a quick-lru keyed by their SPEC key (the order
+ * eviction walks), and in a per-kind index `Map<id, Map<userId, Entry>>`
+ * that the hit path reads: a hit hashes the two ids it was given instead of
+ * building and hashing a ~97-character key, and marks the entry used.
+ * quick-lru alone is not a hard cap (it keeps up to twice `maxSize` entries
+ * and drops whole generations), so the engine counts live entries and bytes
+ * itself and evicts one entry at a time, least recently used first (second
+ * chance over quick-lru's order), before an insert would cross `maxEntries`
+ * or `maxSizeMb`.
  *
  * Loads. One resolver call per key however many callers miss at once. Every
  * invalidation gets a sequence number; a load remembers the number it started
@@ -96,6 +96,8 @@ interface KindState extends KindHandle {
 
 class Entry {
   live = true
+  /** Read since it was stored or last given a second chance (see AuthzCache#evictOne). */
+  used = false
   constructor (
     readonly key: string,
     readonly kind: KindState,
@@ -337,7 +339,8 @@ export class AuthzCache {
       if (entry !== undefined) {
         const now = this.#now()
         if (entry.expiresAt > now && (this.#busDownSince === 0 || now - entry.storedAt <= this.#busMaxStaleMs)) {
-          this.#lru.get(entry.key)
+          // Recency is a bit on the entry (read anyway for its expiry), not a quick-lru move: see #evictOne.
+          if (!entry.used) entry.used = true
           state.hits++
           if (entry.refreshAt <= now) this.#refresh(entry)
           const value = entry.packed === undefined ? entry.value : this.#unpack(entry.packed)
@@ -587,11 +590,28 @@ export class AuthzCache {
     this.#bytes += bytes
   }
 
+  /**
+   * Evicts one entry, least recently used first, by second chance (CLOCK):
+   * quick-lru keeps entries in insertion order; the oldest one that was not
+   * read since it was (re)inserted goes, and an oldest one that was read is
+   * moved to the recent end with its bit cleared. A hit then costs one bit
+   * on an object it reads anyway instead of a quick-lru move (which, in a
+   * full cache, is a delete and a set on every hit).
+   */
   #evictOne (): boolean {
-    const oldest = this.#lru.entriesAscending().next()
-    if (oldest.done === true) return false
-    this.#remove(oldest.value[1], 'evict')
-    return true
+    for (let passes = this.#count + 1; passes > 0; passes--) {
+      const oldest = this.#lru.entriesAscending().next()
+      if (oldest.done === true) return false
+      const entry = oldest.value[1]
+      if (!entry.used) {
+        this.#remove(entry, 'evict')
+        return true
+      }
+      entry.used = false
+      this.#lru.delete(entry.key)
+      this.#lru.set(entry.key, entry)
+    }
+    return false
   }
 
   #remove (entry: Entry, reason: RemovalReason): void {

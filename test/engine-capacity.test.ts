@@ -29,7 +29,7 @@ test('eviction follows recency: an entry read recently outlives older unread one
   const cache = engine({ maxEntries: 10 })
   t.teardown(() => cache.close())
   for (let i = 0; i < 10; i++) cache.setGenerationAccess(`g${i}`, U1, { granted: true })
-  // quick-lru moves g0 to its recent generation when read.
+  // Reading g0 marks it used: eviction gives it a second chance.
   for (let i = 10; i < 15; i++) {
     t.equal(cache.getGenerationAccess('g0', U1).hit, true, `g0 still there before insert ${i}`)
     cache.setGenerationAccess(`g${i}`, U1, { granted: true })
