@@ -1,0 +1,127 @@
+/**
+ * `npm run bench`: runs every benchmark in this folder, one after the other
+ * (never two at once: they would measure each other), and rewrites
+ * BENCHMARKS.md with the machine, the versions, a table per benchmark and
+ * how to re-run one.
+ *
+ *   npm run bench                      # all, then BENCHMARKS.md
+ *   npm run bench -- engine http       # some; BENCHMARKS.md keeps the others' last section
+ *   node dist/bench/engine.js          # one, printed only
+ */
+import os from 'node:os'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import * as engine from './engine.js'
+import * as http from './http.js'
+import * as redis from './redis.js'
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const OUT = `${ROOT}BENCHMARKS.md`
+
+const log = (line: string): void => { process.stderr.write(`${line}\n`) }
+
+function version (name: string): string {
+  try {
+    return JSON.parse(readFileSync(`${ROOT}node_modules/${name}/package.json`, 'utf8')).version
+  } catch {
+    return 'not installed'
+  }
+}
+
+const PACKAGES = ['fastify', '@fastify/jwt', 'fast-jwt', 'quick-lru', 'lru-cache', 'async-cache-dedupe', 'bentocache', 'ioredis', 'mitata', 'autocannon']
+
+interface Section { name: string, title: string, rerun: string, body: string }
+
+function targetsTable (rows: Array<{ name: string, pass: boolean | null, detail: string }>): string {
+  const lines = ['| target | result | measured |', '|---|---|---|']
+  for (const row of rows) lines.push(`| ${row.name} | ${row.pass === null ? 'not run' : row.pass ? 'pass' : '**miss**'} | ${row.detail} |`)
+  return lines.join('\n')
+}
+
+async function engineSection (): Promise<Section> {
+  log('engine micro-benchmark...')
+  const result = await engine.run({ log })
+  const targets = result.targets.map((t) => ({ name: t.name, pass: t.pass, detail: `${t.value} ${t.unit} (${t.atLeast ? '>=' : '<='} ${t.threshold} ${t.unit})` }))
+  return {
+    name: 'engine',
+    title: 'L1 engine: a cache hit, in process (mitata)',
+    rerun: 'npm run build && node dist/bench/engine.js',
+    body: `${targetsTable(targets)}\n\n\`\`\`\n${engine.formatResult(result)}\n\`\`\``
+  }
+}
+
+async function httpSection (): Promise<Section> {
+  log('HTTP benchmark (autocannon, server in a child process)...')
+  const result = await http.run({ log })
+  return {
+    name: 'http',
+    title: 'HTTP: a route check through Fastify (autocannon, 50 connections)',
+    rerun: 'npm run build && node dist/bench/http.js [--duration 5] [--rounds 3]',
+    body: `${targetsTable(result.targets)}\n\n\`\`\`\n${http.formatTable(result)}\n\`\`\``
+  }
+}
+
+async function redisSection (): Promise<Section> {
+  log('Redis benchmark (propagation, L2 hit)...')
+  const result = await redis.run({ log })
+  if ('skipped' in result && result.skipped !== undefined) {
+    return { name: 'redis', title: 'Redis: invalidation propagation and the L2 hit', rerun: 'npm run build && node dist/bench/redis.js', body: `Skipped: ${result.skipped}` }
+  }
+  const ok = result as redis.RedisBenchOk
+  const p = ok.propagation
+  const targets = [{ name: 'propagation p99 (publish on A to applied on B), 1,000 invalidations', pass: p.latencyMs.p99 < ok.targetP99Ms, detail: `${p.latencyMs.p99.toFixed(3)} ms (< ${ok.targetP99Ms} ms)` }]
+  return {
+    name: 'redis',
+    title: 'Redis: invalidation propagation between instances, and the L2 hit',
+    rerun: 'npm run build && node dist/bench/redis.js',
+    body: `${targetsTable(targets)}\n\n\`\`\`\n${redis.formatResult(result)}\n\`\`\``
+  }
+}
+
+const RUNNERS: Record<string, () => Promise<Section>> = { engine: engineSection, http: httpSection, redis: redisSection }
+
+/** The sections of the current BENCHMARKS.md, to keep those not re-run. */
+function previousSections (): Map<string, string> {
+  const kept = new Map<string, string>()
+  if (!existsSync(OUT)) return kept
+  const text = readFileSync(OUT, 'utf8')
+  for (const match of text.matchAll(/<!-- bench:(\w+) -->\n([\s\S]*?)<!-- \/bench:\1 -->/g)) kept.set(match[1], match[2])
+  return kept
+}
+
+async function main (): Promise<void> {
+  const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'))
+  for (const name of asked) if (RUNNERS[name] === undefined) throw new Error(`unknown benchmark ${JSON.stringify(name)} (engine, http, redis)`)
+  const names = asked.length > 0 ? asked : Object.keys(RUNNERS)
+  const kept = previousSections()
+  const fresh = new Map<string, string>()
+  const started = new Date()
+  for (const name of names) {
+    const t0 = Date.now()
+    const section = await RUNNERS[name]()
+    fresh.set(name, `## ${section.title}\n\nRe-run: \`${section.rerun}\` (took ${Math.round((Date.now() - t0) / 1000)} s on ${started.toISOString().slice(0, 10)}).\n\n${section.body}\n`)
+  }
+  const cpus = os.cpus()
+  const header = [
+    '# Benchmarks',
+    '',
+    'Written by `npm run bench` (bench/run.ts); every number below comes from its last run. Benchmarks run one after the other, never two at once, and compare contenders side by side in interleaved rounds. No test asserts on time: speed is measured here.',
+    '',
+    `- Machine: ${cpus[0]?.model ?? 'unknown'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 1024 ** 3)} GiB, ${os.platform()} ${os.release()}`,
+    `- Node ${process.version} (V8 ${process.versions.v8}); load average at the start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
+    `- Packages: ${PACKAGES.map((p) => `${p} ${version(p)}`).join(', ')}`,
+    ''
+  ].join('\n')
+  const parts = [header]
+  for (const name of Object.keys(RUNNERS)) {
+    const body = fresh.get(name) ?? kept.get(name)
+    if (body !== undefined) parts.push(`<!-- bench:${name} -->\n${body}<!-- /bench:${name} -->\n`)
+  }
+  writeFileSync(OUT, parts.join('\n'))
+  log(`wrote ${OUT}`)
+}
+
+main().catch((error: Error) => {
+  process.stderr.write(`${error.stack ?? error.message}\n`)
+  process.exitCode = 1
+})
