@@ -2,8 +2,9 @@
  * AuthzCache: the L1 authorization cache engine. It knows nothing of Fastify.
  *
  * Layout. Entries live in a quick-lru keyed by their SPEC key (the order
- * eviction walks), and in a per-kind index `Map<id, Map<userId, Entry>>`
- * that the hit path reads: a hit hashes the two ids it was given instead of
+ * eviction walks), and in a per-kind index `Map<id, Entry | Map<userId,
+ * Entry>>` that the hit path reads: a hit hashes the id it was given (and
+ * the user id only when several users hold entries for that id) instead of
  * building and hashing a ~97-character key, and marks the entry used.
  * quick-lru alone is not a hard cap (it keeps up to twice `maxSize` entries
  * and drops whole generations), so the engine counts live entries and bytes
@@ -84,7 +85,8 @@ export interface KindHandle {
 
 interface KindState extends KindHandle {
   readonly name: string
-  readonly index: Map<string, Map<string, Entry>>
+  /** id -> the entry, when one user has one for that id (the common case), else userId -> entry. */
+  readonly index: Map<string, Slot>
   readonly keyOf: KeyBuilder
   readonly baseTags: (id: string, userId: string) => string[]
   readonly grantTtlMs: number
@@ -111,6 +113,16 @@ class Entry {
     readonly expiresAt: number,
     readonly refreshAt: number
   ) {}
+}
+
+/** An index slot: one entry, or a map of entries by user id. */
+type Slot = Entry | Map<string, Entry>
+
+function * slotEntries (index: Map<string, Slot>): Generator<Entry> {
+  for (const slot of index.values()) {
+    if (slot instanceof Entry) yield slot
+    else yield * slot.values()
+  }
 }
 
 type Loader = (signal: AbortSignal) => unknown
@@ -333,9 +345,9 @@ export class AuthzCache {
     const state = typeof kind === 'string' ? this.#state(kind) : kind as KindState
     const sampled = (++this.#accesses & SAMPLE_MASK) === 0
     const start = sampled ? performance.now() : 0
-    const byUser = state.index.get(id)
-    if (byUser !== undefined) {
-      const entry = byUser.get(userId)
+    const slot = state.index.get(id)
+    if (slot !== undefined) {
+      const entry = slot instanceof Entry ? (slot.userId === userId ? slot : undefined) : slot.get(userId)
       if (entry !== undefined) {
         const now = this.#now()
         if (entry.expiresAt > now && (this.#busDownSince === 0 || now - entry.storedAt <= this.#busMaxStaleMs)) {
@@ -572,12 +584,10 @@ export class AuthzCache {
     const entry = new Entry(key, state, id, userId, stored, packed, bytes, tags, now, now + ttlMs,
       this.#refreshRatio === Infinity ? Infinity : now + ttlMs * this.#refreshRatio)
     this.#lru.set(key, entry)
-    let byUser = state.index.get(id)
-    if (byUser === undefined) {
-      byUser = new Map()
-      state.index.set(id, byUser)
-    }
-    byUser.set(userId, entry)
+    const slot = state.index.get(id)
+    if (slot === undefined) state.index.set(id, entry)
+    else if (slot instanceof Entry) state.index.set(id, new Map([[slot.userId, slot], [userId, entry]]))
+    else slot.set(userId, entry)
     for (const tag of tags) {
       let set = this.#tags.get(tag)
       if (set === undefined) {
@@ -619,10 +629,13 @@ export class AuthzCache {
     entry.live = false
     this.#lru.delete(entry.key)
     const index = entry.kind.index
-    const byUser = index.get(entry.id)
-    if (byUser !== undefined && byUser.get(entry.userId) === entry) {
-      byUser.delete(entry.userId)
-      if (byUser.size === 0) index.delete(entry.id)
+    const slot = index.get(entry.id)
+    if (slot === entry) {
+      index.delete(entry.id)
+    } else if (slot instanceof Map && slot.get(entry.userId) === entry) {
+      slot.delete(entry.userId)
+      // Back to the single-entry slot the hit path reads without a second map.
+      if (slot.size === 1) index.set(entry.id, slot.values().next().value as Entry)
     }
     for (const tag of entry.tags) {
       const set = this.#tags.get(tag)
@@ -895,7 +908,7 @@ export class AuthzCache {
     const removed = this.#count
     for (const load of this.#running) this.#fence(load, seq)
     for (const state of this.#kinds.values()) {
-      for (const byUser of state.index.values()) for (const entry of byUser.values()) entry.live = false
+      for (const entry of slotEntries(state.index)) entry.live = false
       state.index.clear()
     }
     this.#lru.clear()
@@ -962,9 +975,7 @@ export class AuthzCache {
   }
 
   * #entries (): Generator<Entry> {
-    for (const state of this.#kinds.values()) {
-      for (const byUser of state.index.values()) yield * byUser.values()
-    }
+    for (const state of this.#kinds.values()) yield * slotEntries(state.index)
   }
 
   /** Every live key (for tests and diagnostics; one pass over the cache). */
