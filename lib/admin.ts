@@ -151,7 +151,6 @@ export interface AdminRoutesOptions {
   engine: AuthzCache
   identity: Identity
   authorize: AdminOptions['authorize']
-  stats: () => CacheStats
 }
 
 /** The admin routes, registered under the prefix in their own encapsulated context. */
@@ -173,7 +172,7 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     config: { authz: false },
     schema: { response: { 200: statsSchema } }
   }, async function authzStats (request: FastifyRequest, reply: FastifyReply) {
-    const stats = opts.stats()
+    const stats = engine.getStats()
     const accept = request.headers.accept ?? ''
     if (accept.includes('text/plain') && !accept.includes('application/json')) {
       reply.type('text/plain; version=0.0.4; charset=utf-8')

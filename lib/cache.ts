@@ -57,6 +57,7 @@ import type {
   CacheStats,
   Decision,
   InvalidationRequest,
+  RedisStats,
   Resolver,
   WarmEntry
 } from './types.js'
@@ -163,8 +164,10 @@ export interface SharedLayer {
   read (key: string): Promise<SharedRead>
   /** Writes unless an invalidation happened since `fence` was read; true when written. */
   write (key: string, value: unknown, ttlMs: number, tags: string[], fence: unknown): Promise<boolean>
-  /** Removes what `request` touches from L2 and tells every other instance. */
+  /** Removes what `request` touches from L2 and tells every other instance; rejects when it could not. */
   publish (request: InvalidationRequest): Promise<void>
+  /** Counters for the `redis` block of the stats. */
+  stats? (): RedisStats
 }
 
 /** Observers the Fastify layer uses for logging. */
@@ -1053,7 +1056,7 @@ export class AuthzCache {
     const averageAccessTimeMs = this.#sampleTotal === 0 ? 0 : this.#sampleSum / this.#sampleTotal
     const hitRatePercent = rate(hits, misses)
     const o = this.options
-    return {
+    const stats: CacheStats = {
       hits,
       misses,
       hitRatePercent,
@@ -1078,6 +1081,9 @@ export class AuthzCache {
         meetingHitRateTarget: hits + misses > 0 && hitRatePercent >= o.targetHitRatePercent
       }
     }
+    const redis = this.#shared?.stats?.()
+    if (redis !== undefined) stats.redis = redis
+    return stats
   }
 
   /** Stops the sweep timer and empties the cache. Loads in flight finish but store nothing. */

@@ -69,8 +69,7 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
       prefix: admin.prefix,
       engine: manager,
       identity,
-      authorize: admin.authorize,
-      stats: () => redis === undefined ? manager.getStats() : { ...manager.getStats(), redis: redis.stats() }
+      authorize: admin.authorize
     })
   }
 

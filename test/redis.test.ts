@@ -59,6 +59,7 @@ if (available === false) {
     t.same(b.app.authz.getGenerationAccess(G1, U1).value, { granted: true, access: ['read'], mediaUrls: ['x.png'] }, 'and keeps it in L1')
     const stats = (await b.app.inject({ url: '/_authz/stats', headers: b.auth('ops', { scope: 'authz:admin' }) })).json()
     t.equal(stats.redis.l2Hits, 1)
+    t.same(b.app.authz.getStats().redis, stats.redis, 'app.authz.getStats() carries the same redis block')
   })
 
   test('admin invalidations, patterns and all reach L2 and every instance', async (t) => {
