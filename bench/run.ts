@@ -56,7 +56,7 @@ async function httpSection (): Promise<Section> {
   return {
     name: 'http',
     title: 'HTTP: a route check through Fastify (autocannon, 50 connections)',
-    rerun: 'npm run build && node dist/bench/http.js [--duration 5] [--rounds 3]',
+    rerun: 'npm run build && node dist/bench/http.js [--duration 3] [--rounds 5]',
     body: `${targetsTable(result.targets)}\n\n\`\`\`\n${http.formatTable(result)}\n\`\`\``
   }
 }

@@ -166,6 +166,15 @@ export class Identity {
     })
   }
 
+  /**
+   * The user id when no verification is needed (`request.user` is set, or
+   * `authenticate: false`), else undefined: the synchronous fast path.
+   */
+  knownUserId (request: FastifyRequest): string | undefined {
+    const user = (request as { user?: unknown }).user
+    return (user === undefined || user === null) && this.#authenticate !== false ? undefined : this.peekUserId(request)
+  }
+
   /** The user id if the request is already authenticated, else undefined. No verification. */
   peekUserId (request: FastifyRequest): string | undefined {
     try {
@@ -217,8 +226,7 @@ export class CheckRunner {
   /** A hook running `checks`: `(request, reply, done)`. */
   hook (checks: CompiledCheck[]): (request: FastifyRequest, reply: unknown, done: Done) => void {
     const run = (request: FastifyRequest, done: Done): void => {
-      const user = (request as { user?: unknown }).user
-      const userId = user === undefined || user === null ? undefined : this.#identity.peekUserId(request)
+      const userId = this.#identity.knownUserId(request)
       if (userId !== undefined) {
         this.#from(request, checks, 0, userId, done)
         return

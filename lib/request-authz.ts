@@ -15,12 +15,14 @@ export class RequestAuthz {
   readonly #engine: AuthzCache
   readonly #identity: Identity
   readonly #roles: string[]
+  readonly #maxIdLength: number
 
   constructor (request: FastifyRequest, engine: AuthzCache, identity: Identity, roles: string[]) {
     this.#request = request
     this.#engine = engine
     this.#identity = identity
     this.#roles = roles
+    this.#maxIdLength = engine.options.maxIdLength
   }
 
   /** The caller's id when the request is authenticated, else undefined (no verification here). */
@@ -35,11 +37,13 @@ export class RequestAuthz {
    */
   decision (kind: string, id: string | undefined, options?: { fresh?: boolean }): Promise<Decision> {
     // Fast path: an authenticated request (route checks ran, or an earlier call) and a cache hit cost one lookup.
-    const userId = (this.#request as { user?: unknown }).user == null ? undefined : this.#identity.peekUserId(this.#request)
+    const userId = this.#identity.knownUserId(this.#request)
     if (userId === undefined) return this.#authenticated(kind, id, options)
     try {
       const handle = this.#engine.kind(kind)
-      const resourceId = kind === 'profile' ? userId : this.#engine.checkId(`${kind} id`, id)
+      const resourceId = kind === 'profile'
+        ? userId
+        : typeof id === 'string' && id.length > 0 && id.length <= this.#maxIdLength ? id : this.#engine.checkId(`${kind} id`, id)
       const fresh = options?.fresh === true
       if (!fresh) {
         const hit = this.#engine.lookup(handle, resourceId, userId)
