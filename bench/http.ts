@@ -29,7 +29,7 @@
  * request.authz.generationAccess(id)` hit against the engine's bare
  * synchronous `app.authz.lookup(kind, id, userId)` hit.
  */
-import { fork, type ChildProcess } from 'node:child_process'
+import { execFileSync, fork, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import os from 'node:os'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -207,6 +207,24 @@ async function redisAvailable (url: string): Promise<string | true> {
   }
 }
 
+/**
+ * On a 2-core machine the load generator and the server share the CPUs;
+ * pinning each to a core of its own (taskset, every thread) takes the
+ * scheduler's placement out of the numbers. Off when taskset is missing.
+ */
+const LOAD_CPU = 0
+const SERVER_CPU = 1
+let pinning = false
+
+function pin (pid: number, cpu: number | string): boolean {
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
 interface RunningServer {
   port: number
   /** Restarts the server's CPU clock (just before the measured run). */
@@ -221,6 +239,7 @@ function startServer (scenario: Scenario, env: Record<string, string>): Promise<
     stdio: ['ignore', 'ignore', 'inherit', 'ipc']
   })
   live.add(child)
+  if (pinning) pin(child.pid as number, SERVER_CPU)
   const exited = new Promise<void>((resolve) => child.once('exit', () => { live.delete(child); resolve() }))
   let stats: ServerStats | undefined
   let marked: (() => void) | undefined
@@ -455,6 +474,8 @@ export async function run (options: HttpBenchOptions = {}): Promise<HttpBenchRes
   const redisTag = randomUUID()
   const settings: RunSettings = { duration, warmup, connections, pipelining, ids, redisUrl, redisTag, token: benchToken() }
 
+  pinning = os.cpus().length >= 2 && pin(process.pid, LOAD_CPU)
+  if (pinning) notes.push(`load generator pinned to CPU ${LOAD_CPU}, each server to CPU ${SERVER_CPU} (taskset, all threads).`)
   const order: Scenario[][] = []
   const runs = new Map<Scenario, HttpRun[]>(requested.map((name) => [name, []]))
   const onExit = (): void => { for (const child of live) child.kill('SIGKILL') }
@@ -564,7 +585,8 @@ export async function run (options: HttpBenchOptions = {}): Promise<HttpBenchRes
   }
   if (duration < 3 || rounds < 3) notes.push(`short settings (${duration} s x ${rounds} rounds): indicative only.`)
   const cpus = os.cpus()
-  notes.push(`load generator (autocannon, 1 thread) and server share ${cpus.length} CPU cores.`)
+  if (pinning) pin(process.pid, `0-${cpus.length - 1}`)
+  if (!pinning) notes.push(`load generator (autocannon, 1 thread) and server share ${cpus.length} CPU cores.`)
 
   return {
     settings: { duration, warmup, rounds, connections, pipelining, ids, scenarios: requested, order, backendMs: 2 },
