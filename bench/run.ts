@@ -111,7 +111,7 @@ async function main (): Promise<void> {
     `- Node ${process.version} (V8 ${process.versions.v8}); load average at the start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
     `- Packages: ${PACKAGES.map((p) => `${p} ${version(p)}`).join(', ')}`,
     '',
-    'Reading the HTTP numbers: on this 2-core VM req/s moves 10-40% between runs of the same server, even with the load generator and the server pinned to a core each. A CPU profile of the `plugin` server (`node --cpu-prof`) puts the plugin\'s own route check at about 0.1-0.3 us of ~40 us per request; the rest is Fastify, @fastify/jwt and the socket write (`writev`, ~15-19 us). The `plugin` and `plugin-bus` servers run the same check (plugin-bus strictly more code), yet plugin-bus measures at the JWT-only rate and plugin below it in every round; the profiles differ only in kernel write time, not in JavaScript. The in-process rows isolate what the plugin adds.',
+    'Reading the HTTP numbers: on this 2-core VM req/s moves 10-40% between runs of the same server, even with the load generator and the server pinned to a core each, so the HTTP targets use the median of per-round paired ratios. A CPU profile of the `plugin` server (`node --cpu-prof`) puts the plugin\'s own route check at about 0.1-0.3 us of the ~40 us a request costs; the rest is Fastify, @fastify/jwt and the socket write (`writev`, 15-19 us). In some runs the `plugin-bus` server (strictly more code than `plugin`) measured at the JWT-only rate while `plugin` measured 10-20% below it; their profiles differed only in kernel write time, not in JavaScript. The in-process rows isolate what the plugin adds.',
     ''
   ].join('\n')
   const parts = [header]
