@@ -140,13 +140,6 @@ interface Load {
   promise: Promise<unknown>
 }
 
-interface Fresh {
-  value: unknown
-  ttlMs: number | undefined
-  expiresAt: number | undefined
-  fromShared: boolean
-}
-
 /** What a shared layer (Redis L2) reads for a key. */
 export interface SharedRead {
   /** The stored value and its absolute expiry, when L2 has it. */
@@ -453,22 +446,24 @@ export class AuthzCache {
   async #run (load: Load, loader: Loader): Promise<unknown> {
     const shared = this.#shared
     let fence: unknown
-    let fresh: Fresh | undefined
+    // An L2 hit keeps the expiry it was written with; a resolver answer gets a TTL here.
+    let sharedExpiresAt: number | undefined
+    let value: unknown
     if (shared !== undefined) {
       const read = await shared.read(load.key)
       fence = read.fence
       if (read.record !== undefined && read.record.expiresAt > this.#now()) {
-        fresh = { value: read.record.value, ttlMs: undefined, expiresAt: read.record.expiresAt, fromShared: true }
+        value = read.record.value
+        sharedExpiresAt = read.record.expiresAt
       }
     }
-    if (fresh === undefined) fresh = await this.#callLoader(load, loader)
-    const value = fresh.value
+    if (sharedExpiresAt === undefined) value = await this.#callLoader(load, loader)
     if (value === undefined) return value
     const tags = this.#tagsOf(load.baseTags, value)
     this.#checkTagLog(load, tags)
     if (load.fencedAt !== Infinity) return value
-    const ttlMs = fresh.expiresAt === undefined ? this.#ttlFor(load.kind, value, fresh.ttlMs) : fresh.expiresAt - this.#now()
-    if (shared !== undefined && !fresh.fromShared) {
+    const ttlMs = sharedExpiresAt === undefined ? this.#ttlFor(load.kind, value, undefined) : sharedExpiresAt - this.#now()
+    if (shared !== undefined && sharedExpiresAt === undefined) {
       const written = await shared.write(load.key, value, ttlMs, tags, fence)
       if (!written || load.fencedAt !== Infinity) return value
     }
@@ -476,7 +471,7 @@ export class AuthzCache {
     return value
   }
 
-  async #callLoader (load: Load, loader: Loader): Promise<Fresh> {
+  async #callLoader (load: Load, loader: Loader): Promise<unknown> {
     const controller = new AbortController()
     const timeoutMs = this.options.loaderTimeoutMs
     let timer: NodeJS.Timeout | undefined
@@ -509,7 +504,7 @@ export class AuthzCache {
       this.#failed(load, value)
       throw new FST_AUTHZ_RESOLVER_FAILED(load.kind.name, { cause: value })
     }
-    return { value, ttlMs: undefined, expiresAt: undefined, fromShared: false }
+    return value
   }
 
   #failed (load: Load, error: Error): void {
