@@ -68,7 +68,8 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
     await fastify.register(adminRoutes, {
       prefix: admin.prefix,
       engine: manager,
-      identity,
+      // The default guard wants a verified JWT, whatever `authenticate` says for the checks.
+      identity: hasJwt ? new Identity(true, o.getUserId) : identity,
       authorize: admin.authorize
     })
   }

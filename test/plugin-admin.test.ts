@@ -130,3 +130,11 @@ test('admin options: prefix, a custom authorize, or none at all', async (t) => {
   const none = await seeded(t, { admin: false })
   t.equal((await none.app.inject({ url: '/_authz/stats', headers: none.auth(U1, ADMIN) })).statusCode, 404)
 })
+
+test('the default admin guard verifies the JWT even when authenticate is false for route checks', async (t) => {
+  const built = await buildApp(t, { authenticate: false })
+  const forged = { authorization: 'Bearer not-a-token' }
+  t.equal((await built.app.inject({ url: '/_authz/stats', headers: forged })).statusCode, 401)
+  t.equal((await built.app.inject({ url: '/_authz/stats', headers: built.auth('ops', ADMIN) })).statusCode, 200)
+  t.equal((await built.app.inject({ url: '/_authz/stats', headers: built.auth('ops') })).statusCode, 403)
+})
