@@ -21,7 +21,7 @@ interface JwtRequest { jwtVerify: (options: undefined, callback: (error: Error |
 type IdSource = string | ((request: FastifyRequest) => unknown)
 
 /** One check as a route or `require()` gives it: exactly one kind, plus access and/or role. */
-export interface CheckInput {
+interface CheckInput {
   access?: string
   role?: string
   fresh?: boolean
@@ -276,4 +276,3 @@ function safeExtract (check: CompiledCheck, request: FastifyRequest): unknown {
   }
 }
 
-export type { IdSource }
