@@ -275,4 +275,3 @@ function safeExtract (check: CompiledCheck, request: FastifyRequest): unknown {
     return undefined
   }
 }
-
