@@ -16,6 +16,8 @@ import { describe, isPlainObject } from './options.js'
 import type { Decision } from './types.js'
 
 type Done = (error?: Error) => void
+/** A compiled check list as a callback-style hook: `(request, reply, done)`. */
+export type CheckHook = (request: FastifyRequest, reply: unknown, done: Done) => void
 /** What this package uses of @fastify/jwt, typed here so its augmentation is not forced on every user. */
 interface JwtRequest { jwtVerify: (options: undefined, callback: (error: Error | null) => void) => void }
 type IdSource = string | ((request: FastifyRequest) => unknown)
@@ -129,10 +131,12 @@ export function satisfies (decision: Decision, access: string | undefined, roleR
 export class Identity {
   readonly #authenticate: boolean | ((request: FastifyRequest) => unknown)
   readonly #getUserId: (request: FastifyRequest) => unknown
+  readonly #maxIdLength: number
 
-  constructor (authenticate: boolean | ((request: FastifyRequest) => unknown), getUserId: ((request: FastifyRequest) => unknown) | undefined) {
+  constructor (authenticate: boolean | ((request: FastifyRequest) => unknown), getUserId: ((request: FastifyRequest) => unknown) | undefined, maxIdLength: number) {
     this.#authenticate = authenticate
     this.#getUserId = getUserId ?? defaultUserId
+    this.#maxIdLength = maxIdLength
   }
 
   /** Calls back with the user id, or a 401. */
@@ -179,7 +183,7 @@ export class Identity {
   peekUserId (request: FastifyRequest): string | undefined {
     try {
       const id = this.#getUserId(request)
-      return typeof id === 'string' && id.length > 0 ? id : undefined
+      return typeof id === 'string' && id.length > 0 && id.length <= this.#maxIdLength ? id : undefined
     } catch {
       return undefined
     }
@@ -193,8 +197,10 @@ export class Identity {
       done(unauthenticated(error as Error))
       return
     }
-    if (typeof id === 'string' && id.length > 0) done(null, id)
-    else done(new FST_AUTHZ_UNAUTHENTICATED('no user id in the credentials'))
+    if (typeof id !== 'string' || id.length === 0) done(new FST_AUTHZ_UNAUTHENTICATED('no user id in the credentials'))
+    // A user id goes into keys and tags like a resource id, so it is bounded like one.
+    else if (id.length > this.#maxIdLength) done(new FST_AUTHZ_BAD_ID('userId', `longer than ${this.#maxIdLength} characters`))
+    else done(null, id)
   }
 }
 
@@ -202,8 +208,9 @@ function defaultUserId (request: FastifyRequest): unknown {
   return ((request as { user?: { sub?: unknown } | null }).user)?.sub
 }
 
-function unauthenticated (cause: Error): Error {
-  if ((cause as { code?: string }).code === 'FST_AUTHZ_UNAUTHENTICATED') return cause
+/** A 401 FST_AUTHZ_UNAUTHENTICATED for what @fastify/jwt (or `authenticate`) refused. */
+export function unauthenticated (cause: Error): Error {
+  if ((cause as { code?: string } | null)?.code === 'FST_AUTHZ_UNAUTHENTICATED') return cause
   // @fastify/jwt's messages name what was wrong with the token, never the token itself.
   const message = typeof cause?.message === 'string' && cause.message.length > 0 ? cause.message : 'invalid credentials'
   return new FST_AUTHZ_UNAUTHENTICATED(message, { cause })
@@ -224,7 +231,7 @@ export class CheckRunner {
   }
 
   /** A hook running `checks`: `(request, reply, done)`. */
-  hook (checks: CompiledCheck[]): (request: FastifyRequest, reply: unknown, done: Done) => void {
+  hook (checks: CompiledCheck[]): CheckHook {
     const run = (request: FastifyRequest, done: Done): void => {
       const userId = this.#identity.knownUserId(request)
       if (userId !== undefined) {

@@ -12,6 +12,14 @@ export const FST_AUTHZ_OPTIONS = createError('FST_AUTHZ_OPTIONS', 'Invalid optio
 /** A route's `config.authz` (or an `app.authz.require()` check) is invalid; raised at boot. */
 export const FST_AUTHZ_ROUTE_CONFIG = createError('FST_AUTHZ_ROUTE_CONFIG', 'Invalid authz check on %s: %s', 500, TypeError)
 
+/**
+ * A route carries `config.authz` but no instance of the plugin is registered
+ * in its context or a parent, so nothing can run its checks. Raised at boot
+ * when the route is seen; otherwise every request to it fails with 500
+ * (it never runs unprotected).
+ */
+export const FST_AUTHZ_ROUTE_UNPROTECTED = createError('FST_AUTHZ_ROUTE_UNPROTECTED', 'Route %s has config.authz, but no fastify-authz-cache is registered in its context or a parent: refusing to run it unprotected', 500)
+
 /** No token, or a malformed, expired or otherwise invalid one. */
 export const FST_AUTHZ_UNAUTHENTICATED = createError('FST_AUTHZ_UNAUTHENTICATED', 'Unauthorized: %s', 401, Error, false)
 
@@ -44,6 +52,7 @@ export const FST_AUTHZ_BUS_FAILED = createError('FST_AUTHZ_BUS_FAILED', 'Invalid
 export const errorCodes = [
   'FST_AUTHZ_OPTIONS',
   'FST_AUTHZ_ROUTE_CONFIG',
+  'FST_AUTHZ_ROUTE_UNPROTECTED',
   'FST_AUTHZ_UNAUTHENTICATED',
   'FST_AUTHZ_FORBIDDEN',
   'FST_AUTHZ_BAD_ID',

@@ -4,7 +4,7 @@
  */
 import type { preHandlerHookHandler } from 'fastify'
 import { AuthzCache } from './cache.js'
-import { compileChecks, type CheckRunner } from './checks.js'
+import { compileChecks, routeParams, type CheckRunner, type CheckHook } from './checks.js'
 import type { AuthzCheck } from './index.js'
 
 export class AuthzManager extends AuthzCache {
@@ -15,6 +15,14 @@ export class AuthzManager extends AuthzCache {
   bind (runner: CheckRunner, roles: string[]): void {
     this.#runner = runner
     this.#roles = roles
+  }
+
+  /**
+   * The `onRequest` hook running a route's `config.authz`, validated against
+   * the route's path params. Throws FST_AUTHZ_ROUTE_CONFIG naming the route.
+   */
+  routeHook (where: string, config: unknown, url: string): CheckHook {
+    return (this.#runner as CheckRunner).hook(compileChecks(where, config, this, this.#roles, routeParams(url)))
   }
 
   /**

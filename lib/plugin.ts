@@ -3,19 +3,17 @@
  * routes. No logic of its own lives here.
  */
 import fp from 'fastify-plugin'
-import type { FastifyInstance, FastifyPluginAsync, FastifyRequest, RouteOptions } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { adminRoutes } from './admin.js'
-import { CheckRunner, Identity, compileChecks, routeParams } from './checks.js'
+import { CheckRunner, Identity } from './checks.js'
 import { FST_AUTHZ_OPTIONS } from './errors.js'
 import { AuthzManager } from './manager.js'
 import { resolvePluginOptions, type PluginOptionsBase } from './options.js'
 import { connectRedis } from './redis.js'
 import { RequestAuthz } from './request-authz.js'
+import { coverRoutes, guardApplication } from './route-guard.js'
 
 const kRequestAuthz = Symbol('fastify-authz-cache.request')
-const kRouteCheck = Symbol('fastify-authz-cache.routeCheck')
-
-type HookList = Array<(...args: any[]) => unknown>
 
 async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase): Promise<void> {
   const o = resolvePluginOptions(options)
@@ -29,7 +27,7 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
 
   const log = fastify.log.child({ plugin: 'fastify-authz-cache' })
   const manager = new AuthzManager(o.cache)
-  const identity = new Identity(o.authenticate, o.getUserId)
+  const identity = new Identity(o.authenticate, o.getUserId, manager.options.maxIdLength)
   const runner = new CheckRunner(manager, identity, o.roles)
   manager.bind(runner, o.roles)
   manager.observer = {
@@ -51,25 +49,14 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
     }
   })
 
-  fastify.addHook('onRoute', function authzOnRoute (route: RouteOptions) {
-    const config = (route.config as { authz?: unknown } | undefined)?.authz
-    if (config === undefined || config === false) return
-    const where = `${String(route.method)} ${route.url}`
-    const existing: HookList = route.onRequest === undefined ? [] : Array.isArray(route.onRequest) ? [...route.onRequest] : [route.onRequest]
-    // Fastify re-announces a GET route as HEAD with the same hooks: check once.
-    if (existing.some((hook) => (hook as { [kRouteCheck]?: boolean })[kRouteCheck] === true)) return
-    const hook = runner.hook(compileChecks(where, config, manager, o.roles, routeParams(route.url)))
-    Object.defineProperty(hook, kRouteCheck, { value: true })
-    route.onRequest = [...existing, hook] as RouteOptions['onRequest']
-  })
+  coverRoutes(fastify, manager)
+  guardApplication(fastify, log)
 
   if (o.admin !== false) {
     const admin = o.admin
     await fastify.register(adminRoutes, {
       prefix: admin.prefix,
       engine: manager,
-      // The default guard wants a verified JWT, whatever `authenticate` says for the checks.
-      identity: hasJwt ? new Identity(true, o.getUserId) : identity,
       authorize: admin.authorize
     })
   }
