@@ -7,7 +7,7 @@
 import { Ajv } from 'ajv'
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
 import type { AuthzCache } from './cache.js'
-import type { Identity } from './checks.js'
+import { unauthenticated } from './checks.js'
 import { FST_AUTHZ_BAD_INVALIDATION, FST_AUTHZ_FORBIDDEN } from './errors.js'
 import { DEFAULT_ADMIN_SCOPE, type AdminOptions } from './options.js'
 import type { CacheStats, InvalidationRequest } from './types.js'
@@ -118,8 +118,9 @@ export function prometheusText (stats: CacheStats): string {
   }
   const kinds = Object.entries(stats.byKind)
   const label = (kind: string): string => `{kind="${kind.replace(/["\\\n]/g, '_')}"}`
-  metric('hits_total', 'counter', 'Cache hits.', [['', stats.hits], ...kinds.map(([k, v]): [string, number] => [label(k), v.hits])])
-  metric('misses_total', 'counter', 'Cache misses.', [['', stats.misses], ...kinds.map(([k, v]): [string, number] => [label(k), v.misses])])
+  // Per kind only: an unlabelled total beside them would make sum() count every hit twice.
+  metric('hits_total', 'counter', 'Cache hits, by kind.', kinds.map(([k, v]): [string, number] => [label(k), v.hits]))
+  metric('misses_total', 'counter', 'Cache misses, by kind.', kinds.map(([k, v]): [string, number] => [label(k), v.misses]))
   metric('hit_rate_percent', 'gauge', 'Hits per lookup, in percent.', [['', stats.hitRatePercent]])
   metric('access_time_average_seconds', 'gauge', 'Mean time of a sampled cache hit.', [['', stats.averageAccessTimeMs / 1000]])
   metric('access_time_p99_seconds', 'gauge', '99th percentile of sampled cache hits.', [['', stats.p99AccessTimeMs / 1000]])
@@ -149,21 +150,29 @@ export function prometheusText (stats: CacheStats): string {
 
 export interface AdminRoutesOptions {
   engine: AuthzCache
-  identity: Identity
   authorize: AdminOptions['authorize']
 }
 
+/** What the default guard uses of @fastify/jwt: verify the request's token now, whatever `request.user` holds. */
+interface JwtRequest { jwtVerify: () => Promise<unknown> }
+
 /** The admin routes, registered under the prefix in their own encapsulated context. */
 export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOptions): Promise<void> {
-  const { engine, identity, authorize } = opts
+  const { engine, authorize } = opts
 
   app.addHook('onRequest', async function authzAdminGuard (request: FastifyRequest) {
     if (authorize !== undefined) {
       if (await authorize(request) !== true) throw new FST_AUTHZ_FORBIDDEN('not allowed to use the authz admin routes')
       return
     }
-    await identity.userId(request)
-    if (!hasScope((request as { user?: unknown }).user, DEFAULT_ADMIN_SCOPE)) {
+    // Never trust a `request.user` that an earlier hook set: it may come from a decoded, unverified token.
+    let claims: unknown
+    try {
+      claims = await (request as unknown as JwtRequest).jwtVerify()
+    } catch (error) {
+      throw unauthenticated(error as Error)
+    }
+    if (!hasScope(claims, DEFAULT_ADMIN_SCOPE)) {
       throw new FST_AUTHZ_FORBIDDEN(`the token's scope must include ${DEFAULT_ADMIN_SCOPE}`)
     }
   })
@@ -173,7 +182,8 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     schema: { response: { 200: statsSchema } }
   }, async function authzStats (request: FastifyRequest, reply: FastifyReply) {
     const stats = engine.getStats()
-    const accept = request.headers.accept ?? ''
+    // Media types are case-insensitive (RFC 9110).
+    const accept = (request.headers.accept ?? '').toLowerCase()
     if (accept.includes('text/plain') && !accept.includes('application/json')) {
       reply.type('text/plain; version=0.0.4; charset=utf-8')
       // A string payload skips the JSON response schema.

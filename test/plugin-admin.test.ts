@@ -1,5 +1,8 @@
 import { test } from 'tap'
-import { buildApp } from './app.js'
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
+import fastifyJwt from '@fastify/jwt'
+import authzCache from '../lib/index.js'
+import { SECRET, buildApp } from './app.js'
 import { G1, U1, U2 } from './helpers.js'
 
 const ADMIN = { scope: 'read authz:admin' }
@@ -51,7 +54,7 @@ test('GET /_authz/stats with Accept: text/plain answers Prometheus text', async 
   const res = await app.inject({ url: '/_authz/stats', headers: { ...auth(U2, ADMIN), accept: 'text/plain' } })
   t.equal(res.statusCode, 200)
   t.match(res.headers['content-type'], 'text/plain')
-  t.match(res.body, '# TYPE authz_cache_hits_total counter\nauthz_cache_hits_total 0\n')
+  t.match(res.body, '# TYPE authz_cache_hits_total counter\nauthz_cache_hits_total{kind="generation"} 0\n')
   t.match(res.body, 'authz_cache_misses_total{kind="generation"} 1\n')
   t.match(res.body, 'authz_cache_entries 1\n')
   t.match(res.body, 'authz_cache_loads_total 1\n')
@@ -137,4 +140,80 @@ test('the default admin guard verifies the JWT even when authenticate is false f
   t.equal((await built.app.inject({ url: '/_authz/stats', headers: forged })).statusCode, 401)
   t.equal((await built.app.inject({ url: '/_authz/stats', headers: built.auth('ops', ADMIN) })).statusCode, 200)
   t.equal((await built.app.inject({ url: '/_authz/stats', headers: built.auth('ops') })).statusCode, 403)
+})
+
+/** authenticate: false, and an earlier hook that sets `request.user` by `hook` (registered before the plugin). */
+async function trustingApp (t: Parameters<typeof buildApp>[0], hook: (app: FastifyInstance, request: FastifyRequest) => Promise<void>): Promise<FastifyInstance> {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyJwt, { secret: SECRET })
+  app.addHook('onRequest', async (request) => { await hook(app, request) })
+  await app.register(authzCache, { authenticate: false, cleanupIntervalSeconds: 0, resolvers: { generation: async () => ({ granted: true }) } })
+  await app.ready()
+  return app
+}
+
+test('admin guard: an earlier hook that sets request.user from an unverified token does not open the admin routes', async (t) => {
+  // The hostile shape: the hook only decodes the token (no signature check).
+  const app = await trustingApp(t, async (app, request) => {
+    const header = request.headers.authorization
+    if (header !== undefined) (request as { user?: unknown }).user = app.jwt.decode(header.slice(7))
+  })
+  const payload = Buffer.from(JSON.stringify({ sub: 'mallory', scope: 'authz:admin' })).toString('base64url')
+  const algNone = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${payload}.`
+  const other = Fastify()
+  t.teardown(() => other.close())
+  await other.register(fastifyJwt, { secret: 'a-different-secret-a-different-secret' })
+  const wrongSecret = other.jwt.sign({ sub: 'mallory', scope: 'authz:admin' })
+  await app.authz.getOrLoad('generation', U1, G1)
+  for (const [name, token] of [['alg none', algNone], ['wrong secret', wrongSecret]]) {
+    const res = await app.inject({ method: 'POST', url: '/_authz/invalidate', payload: { all: true }, headers: { authorization: `Bearer ${token}` } })
+    t.equal(res.statusCode, 401, name)
+    t.equal(res.json().code, 'FST_AUTHZ_UNAUTHENTICATED', name)
+    t.equal((await app.inject({ url: '/_authz/stats', headers: { authorization: `Bearer ${token}` } })).statusCode, 401, `${name}: stats`)
+  }
+  t.equal(app.authz.getStats().totalEntries, 1, 'nothing was invalidated')
+  const real = await app.inject({ method: 'POST', url: '/_authz/invalidate', payload: { all: true }, headers: { authorization: `Bearer ${app.jwt.sign({ sub: 'ops', ...ADMIN })}` } })
+  t.equal(real.statusCode, 200, 'a real admin is not locked out')
+  t.equal(real.json().invalidated, 1)
+})
+
+test('admin guard: a real admin token still works when an earlier hook already verified it', async (t) => {
+  const app = await trustingApp(t, async (_app, request) => { await request.jwtVerify().catch(() => {}) })
+  t.equal((await app.inject({ url: '/_authz/stats', headers: { authorization: `Bearer ${app.jwt.sign({ sub: 'ops', ...ADMIN })}` } })).statusCode, 200)
+  t.equal((await app.inject({ url: '/_authz/stats', headers: { authorization: `Bearer ${app.jwt.sign({ sub: 'ops' })}` } })).statusCode, 403)
+  t.equal((await app.inject({ url: '/_authz/stats' })).statusCode, 401)
+})
+
+test('GET /_authz/stats: media types match case-insensitively (TEXT/PLAIN got JSON)', async (t) => {
+  const { app, auth } = await seeded(t)
+  for (const accept of ['TEXT/PLAIN', 'Text/Plain; version=0.0.4', 'application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1']) {
+    const res = await app.inject({ url: '/_authz/stats', headers: { ...auth(U2, ADMIN), accept } })
+    t.match(res.headers['content-type'], 'text/plain', accept)
+    t.match(res.body, '# TYPE authz_cache_hits_total counter', accept)
+  }
+  for (const accept of ['APPLICATION/JSON', 'application/json, text/plain;q=0.5', '*/*']) {
+    const res = await app.inject({ url: '/_authz/stats', headers: { ...auth(U2, ADMIN), accept } })
+    t.match(res.headers['content-type'], 'application/json', accept)
+  }
+})
+
+test('Prometheus: no series mixes an unlabelled total with per-kind labels, so sum() does not double-count', async (t) => {
+  const { app, auth } = await seeded(t)
+  await app.inject({ url: `/generations/${G1}`, headers: auth(U1) })
+  await app.inject({ url: `/generations/${G1}`, headers: auth(U1) })
+  const res = await app.inject({ url: '/_authz/stats', headers: { ...auth(U2, ADMIN), accept: 'text/plain' } })
+  const samples = res.body.split('\n').filter((line) => line !== '' && !line.startsWith('#'))
+  const byName = new Map<string, string[]>()
+  for (const line of samples) {
+    const name = line.split(/[{ ]/)[0]
+    byName.set(name, [...(byName.get(name) ?? []), line])
+  }
+  for (const [name, lines] of byName) {
+    const labelled = lines.filter((line) => line.includes('{'))
+    t.ok(labelled.length === 0 || labelled.length === lines.length, `${name}: all labelled or none`)
+  }
+  const sum = (name: string): number => (byName.get(name) ?? []).reduce((total, line) => total + Number(line.split(' ').pop()), 0)
+  t.equal(sum('authz_cache_hits_total'), 1, 'sum() over kinds is the total')
+  t.equal(sum('authz_cache_misses_total'), 1)
 })

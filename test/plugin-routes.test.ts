@@ -228,3 +228,42 @@ test('HEAD routes are checked once', async (t) => {
   t.equal((await app.inject({ method: 'HEAD', url: `/generations/${G1}/media` })).statusCode, 401, 'HEAD is guarded too')
   t.equal(app.authz.getStats().misses, 1)
 })
+
+test('a 100,000-character sub is refused with 400 FST_AUTHZ_BAD_ID (it passed route checks and became a 100,024-character key)', async (t) => {
+  const { app, db, auth } = await buildApp(t, {}, (a) => {
+    routes(a)
+    a.get('/lazy/:generationId', async (request) => request.authz.generationAccess((request.params as { generationId: string }).generationId))
+    a.post('/required', { preHandler: a.authz.require({ generation: (request) => (request.body as { id: string }).id, access: 'read' }) }, async () => ({ ok: true }))
+  })
+  const huge = 'u'.repeat(100_000)
+  db.table.set(`generation:${G1}:${huge}`, { granted: true })
+  const cases = [
+    { url: `/generations/${G1}/media` },
+    { url: `/lazy/${G1}` },
+    { method: 'POST' as const, url: '/required', payload: { id: G1 } }
+  ]
+  for (const c of cases) {
+    const res = await app.inject({ ...c, headers: auth(huge) })
+    t.equal(res.statusCode, 400, c.url)
+    t.equal(res.json().code, 'FST_AUTHZ_BAD_ID', c.url)
+    t.match(res.json().message, 'userId', c.url)
+  }
+  const limit = await app.inject({ url: `/generations/${G1}/media`, headers: auth('u'.repeat(256)) })
+  t.equal(limit.statusCode, 403, 'a user id of exactly maxIdLength is checked as usual')
+  t.equal(db.calls.length, 1, 'the resolver never saw the oversized id')
+  t.notOk(app.authz.keys().some((key) => key.length > 1000), 'no oversized key was stored')
+})
+
+test('a too-long user id set by an earlier hook (authenticate: false) is refused too', async (t) => {
+  const { app, db } = await buildApp(t, { authenticate: false, admin: false }, (a) => {
+    a.addHook('onRequest', async (request) => { (request as { user?: unknown }).user = { sub: String(request.headers['x-user']) } })
+    routes(a)
+    a.get('/lazy/:generationId', async (request) => request.authz.generationAccess((request.params as { generationId: string }).generationId))
+  })
+  for (const url of [`/generations/${G1}/media`, `/lazy/${G1}`]) {
+    const res = await app.inject({ url, headers: { 'x-user': 'v'.repeat(257) } })
+    t.equal(res.statusCode, 400, url)
+    t.equal(res.json().code, 'FST_AUTHZ_BAD_ID', url)
+  }
+  t.equal(db.calls.length, 0)
+})
