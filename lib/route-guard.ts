@@ -17,7 +17,7 @@
  * the route's context can see, or fails with 500 when none can. Its `onRoute`
  * twin on the root sees routes of contexts created after the plugin, so
  * those are validated (or refused) at boot, in `onReady`. For a covered route
- * the guard costs one property read.
+ * the guard costs two property reads.
  */
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import type { CheckHook } from './checks.js'
@@ -79,6 +79,8 @@ class AppGuard {
   readonly #late = new WeakMap<object, LateRoute>()
   /** Routes with checks the root's onRoute saw, to resolve in onReady. */
   #seen: Array<{ instance: FastifyInstance, where: string, authz: unknown, url: string }> = []
+  #contextSlot: symbol | undefined
+  #searched = false
 
   constructor (log: FastifyBaseLogger) {
     this.#log = log
@@ -93,13 +95,37 @@ class AppGuard {
     })
     root.addHook('onReady', async function authzRoutesReady () { guard.#resolveSeen() })
     root.addHook('onRequest', function authzRouteGuard (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, done: Done) {
-      const config = request.routeOptions.config as RouteConfig
+      const config = guard.#configOf(request)
       if (config[kCovered] === true || !wantsChecks(config.authz)) {
         done()
         return
       }
       guard.#runLate(this, config, request, reply, done)
     })
+  }
+
+  /**
+   * The route's config. `request.routeOptions` builds a fresh object on every
+   * read; the route context it takes `config` from is an own symbol slot of
+   * the request. That slot is found once, by identity against the public
+   * getter, and read directly from then on (the public getter stays the
+   * fallback if a Fastify release moves it).
+   */
+  #configOf (request: FastifyRequest): RouteConfig {
+    const slot = this.#contextSlot
+    if (slot !== undefined) return (request as unknown as Record<symbol, { config: RouteConfig }>)[slot].config
+    const config = request.routeOptions.config as RouteConfig
+    if (!this.#searched) {
+      this.#searched = true
+      for (const symbol of Object.getOwnPropertySymbols(request)) {
+        const value = (request as unknown as Record<symbol, unknown>)[symbol]
+        if (value !== null && typeof value === 'object' && (value as { config?: unknown }).config === config) {
+          this.#contextSlot = symbol
+          break
+        }
+      }
+    }
+    return config
   }
 
   /** Boot-time answer for routes registered outside the plugin's onRoute: validated, or refused by name. */
