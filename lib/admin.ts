@@ -9,6 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaValida
 import type { AuthzCache } from './cache.js'
 import { unauthenticated } from './checks.js'
 import { FST_AUTHZ_BAD_INVALIDATION, FST_AUTHZ_FORBIDDEN } from './errors.js'
+import { MAX_PATTERN_LENGTH, MAX_PATTERN_STARS } from './keys.js'
 import { DEFAULT_ADMIN_SCOPE, type AdminOptions } from './options.js'
 import type { CacheStats, InvalidationRequest } from './types.js'
 
@@ -28,7 +29,8 @@ export const invalidateBodySchema = {
     projectId: nonEmpty,
     teamId: nonEmpty,
     tags: list,
-    pattern: nonEmpty,
+    // Each group starts with exactly one '*', so this check is itself linear.
+    pattern: { type: 'string', minLength: 1, maxLength: MAX_PATTERN_LENGTH, pattern: `^[^*]*(?:\\*[^*]*){0,${MAX_PATTERN_STARS}}$` },
     keys: list,
     all: { const: true }
   }
@@ -95,6 +97,8 @@ function formatValidation (errors: FastifySchemaValidationError[], dataVar: stri
     message = `${dataVar}/${String(params.additionalProperty)} is not an allowed field (allowed: ${Object.keys(invalidateBodySchema.properties).join(', ')})`
   } else if (first.keyword === 'minProperties') {
     message = `${dataVar} must hold at least one of ${Object.keys(invalidateBodySchema.properties).join(', ')}`
+  } else if (first.keyword === 'pattern' && first.instancePath === '/pattern') {
+    message = `${dataVar}/pattern must hold at most ${MAX_PATTERN_STARS} '*'`
   } else if (first.keyword === 'const') {
     message = `${dataVar}${first.instancePath} must be true`
   } else {

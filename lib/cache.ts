@@ -35,11 +35,13 @@ import {
   compilePattern,
   invalidationTags,
   keyBuilderFor,
+  patternProblem,
   resourceTag,
   stableSerialize,
   userTag,
   uuidValidationKey,
-  type KeyBuilder
+  type KeyBuilder,
+  type KeyPattern
 } from './keys.js'
 import {
   BUILT_IN_KINDS,
@@ -91,6 +93,8 @@ interface KindState extends KindHandle {
   readonly keyOf: KeyBuilder
   readonly baseTags: (id: string, userId: string) => string[]
   readonly grantTtlMs: number
+  /** The TTL of every value of the kind, denials included (`cached(fn, { ttlSeconds })`); undefined: by decision. */
+  readonly fixedTtlMs: number | undefined
   readonly validation: Validation
   resolver: Resolver | undefined
   hits: number
@@ -170,11 +174,27 @@ export interface CacheObserver {
 }
 
 export interface CachedOptions {
-  /** Names the entries (`cached:{kind}:...`) and their tag `{kind}:{key}`. Default: the function's name. */
+  /**
+   * Names the entries (`cached:{kind}:...`) and their tag `{kind}:{key}`.
+   * Two functions never share a kind. Default: the function's name; a
+   * function without a name usable as a kind (anonymous, bound, ...) gets
+   * `anonymous-{n}`, the same each time that function object is wrapped.
+   */
   kind?: string
-  /** TTL of every result. Default `authTtlSeconds`. */
+  /**
+   * TTL in seconds of every result, denials (`{ granted: false }`) and
+   * results carrying their own `ttlSeconds` included; jitter still only
+   * shortens it. Default: as for resolver answers (`authTtlSeconds`,
+   * `negativeTtlSeconds` for denials, or the result's own `ttlSeconds`).
+   */
   ttlSeconds?: number
-  /** Cache key from the arguments. Default: a stable serialization of all arguments. */
+  /**
+   * Cache key from the arguments. Default: a serialization of all arguments
+   * that gives two different argument lists two keys; arguments it cannot
+   * represent faithfully (Map, Set, class instances, functions, symbols,
+   * NaN, Infinity, cycles, ...) make the call reject with FST_AUTHZ_OPTIONS:
+   * pass `key` for those.
+   */
   key?: (...args: any[]) => string
 }
 
@@ -190,6 +210,30 @@ function deepFreeze<T> (value: T): T {
     for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key])
   }
   return value
+}
+
+/**
+ * An answer as callers get it and the cache stores it: a deep-frozen copy
+ * made by a JSON round trip, and that JSON. `json` is undefined only for the
+ * `undefined` result of a `validation: 'any'` kind (returned, never stored).
+ */
+type Accepted = { value: unknown, json: string } | { value: undefined, json: undefined }
+
+const NOT_STORED: Accepted = { value: undefined, json: undefined }
+const DENIED_ACCEPTED: Accepted = { value: DENIED, json: JSON.stringify(DENIED) }
+
+/** What the load timer rejects with: private, so no resolver can throw it. */
+const TIMED_OUT = Symbol('fastify-authz-cache.timedOut')
+
+/** `value` when it is an Error, else a TypeError saying what it was (a resolver may throw anything). */
+function asError (value: unknown, what: string): Error {
+  try {
+    if (value instanceof Error) return value
+    return new TypeError(`${what} ${value === undefined ? 'undefined' : describe(value)}, not an Error`, { cause: value })
+  } catch {
+    // A Proxy whose traps throw: even instanceof cannot look at it.
+    return new TypeError(`${what} a value that cannot be inspected, not an Error`, { cause: value })
+  }
 }
 
 function percentile (samples: Float64Array, count: number, p: number): number {
@@ -212,6 +256,9 @@ export class AuthzCache {
   readonly #inflight = new Map<string, Load>()
   readonly #running = new Set<Load>()
   readonly #cachedOwners = new Map<string, Function>()
+  /** The kind `cached()` made up for each function without a usable name. */
+  readonly #anonymousKinds = new WeakMap<Function, string>()
+  #anonymousCount = 0
   #tagLog: Array<{ seq: number, tags: Set<string> }> = []
   #seq = 0
 
@@ -276,7 +323,7 @@ export class AuthzCache {
     }
   }
 
-  #addKind (name: string, resolver: Resolver | undefined, validation?: Validation, keyOf?: KeyBuilder, baseTags?: KindState['baseTags'], grantTtlSeconds?: number): KindState {
+  #addKind (name: string, resolver: Resolver | undefined, validation?: Validation, keyOf?: KeyBuilder, baseTags?: KindState['baseTags'], grantTtlSeconds?: number, fixedTtlSeconds?: number): KindState {
     const state: KindState = {
       name,
       index: new Map(),
@@ -285,6 +332,7 @@ export class AuthzCache {
         ? (_id, userId) => [userTag(userId), resourceTag(name, userId)]
         : (id, userId) => [userTag(userId), resourceTag(name, id)]),
       grantTtlMs: (grantTtlSeconds ?? this.options.authTtlSeconds) * 1000,
+      fixedTtlMs: fixedTtlSeconds === undefined ? undefined : fixedTtlSeconds * 1000,
       validation: validation ?? (name === 'profile' ? 'profile' : 'decision'),
       resolver,
       hits: 0,
@@ -371,7 +419,8 @@ export class AuthzCache {
   }
 
   #unpack (packed: Buffer): unknown {
-    return JSON.parse(inflateRawSync(packed).toString('utf8'))
+    // Frozen like every other answer: a caller must not be able to believe it changed a decision.
+    return deepFreeze(JSON.parse(inflateRawSync(packed).toString('utf8')))
   }
 
   // ------------------------------------------------------------------ loads
@@ -448,17 +497,22 @@ export class AuthzCache {
     let fence: unknown
     // An L2 hit keeps the expiry it was written with; a resolver answer gets a TTL here.
     let sharedExpiresAt: number | undefined
-    let value: unknown
+    let accepted: Accepted | undefined
     if (shared !== undefined) {
       const read = await shared.read(load.key)
       fence = read.fence
       if (read.record !== undefined && read.record.expiresAt > this.#now()) {
-        value = read.record.value
-        sharedExpiresAt = read.record.expiresAt
+        // Checked like an answer, so callers get it frozen; a record that does not pass is a miss.
+        const record = this.#validate(load.kind, read.record.value)
+        if (!(record instanceof Error)) {
+          accepted = record
+          sharedExpiresAt = read.record.expiresAt
+        }
       }
     }
-    if (sharedExpiresAt === undefined) value = await this.#callLoader(load, loader)
-    if (value === undefined) return value
+    // Every caller gets `value`, the frozen copy, whether it is then stored or not.
+    const { value, json } = accepted ?? await this.#callLoader(load, loader)
+    if (json === undefined) return value
     const tags = this.#tagsOf(load.baseTags, value)
     this.#checkTagLog(load, tags)
     if (load.fencedAt !== Infinity) return value
@@ -467,64 +521,107 @@ export class AuthzCache {
       const written = await shared.write(load.key, value, ttlMs, tags, fence)
       if (!written || load.fencedAt !== Infinity) return value
     }
-    this.#store(load.kind, load.id, load.userId, load.key, value, ttlMs, tags)
+    this.#store(load.kind, load.id, load.userId, load.key, value, json, ttlMs, tags)
     return value
   }
 
-  async #callLoader (load: Load, loader: Loader): Promise<unknown> {
+  /**
+   * Calls the resolver under `loaderTimeoutMs` and accepts its answer. Every
+   * failure rejects with FST_AUTHZ_RESOLVER_FAILED or _TIMEOUT (503), is
+   * counted and observed, whatever the resolver threw (a non-Error, or an
+   * error of its own carrying our timeout code, is a failure: only our timer
+   * or our clock makes a timeout) or answered.
+   */
+  async #callLoader (load: Load, loader: Loader): Promise<Accepted> {
     const controller = new AbortController()
     const timeoutMs = this.options.loaderTimeoutMs
     let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => {
-        this.#loaderTimeouts++
-        const error = new FST_AUTHZ_RESOLVER_TIMEOUT(load.kind.name, timeoutMs)
-        controller.abort(error)
-        reject(error)
-      }, timeoutMs)
-    })
+    const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(reject, timeoutMs, TIMED_OUT) })
+    const started = performance.now()
     let raw: unknown
+    let threw = false
     try {
       raw = await Promise.race([Promise.resolve().then(() => loader(controller.signal)), timeout])
     } catch (error) {
-      if ((error as { code?: string }).code === 'FST_AUTHZ_RESOLVER_TIMEOUT') {
-        this.#failed(load, error as Error)
-        throw error
-      }
-      this.#loaderErrors++
-      const failure = new FST_AUTHZ_RESOLVER_FAILED(load.kind.name, { cause: error })
-      this.#failed(load, error instanceof Error ? error : failure)
-      throw failure
+      threw = true
+      raw = error
     } finally {
       clearTimeout(timer)
     }
-    const value = this.#validate(load.kind, raw)
-    if (value instanceof Error) {
-      this.#loaderErrors++
-      this.#failed(load, value)
-      throw new FST_AUTHZ_RESOLVER_FAILED(load.kind.name, { cause: value })
+    // The timer cannot fire while a resolver blocks the event loop, and its answer then settles
+    // first: the monotonic clock catches what arrived late anyway.
+    if ((threw && raw === TIMED_OUT) || performance.now() - started > timeoutMs) {
+      this.#loaderTimeouts++
+      const error = new FST_AUTHZ_RESOLVER_TIMEOUT(load.kind.name, timeoutMs)
+      controller.abort(error)
+      this.#failed(load, error)
+      throw error
     }
-    return value
+    if (threw) {
+      this.#loaderErrors++
+      this.#failed(load, asError(raw, 'the resolver threw'))
+      throw new FST_AUTHZ_RESOLVER_FAILED(load.kind.name, { cause: raw })
+    }
+    const accepted = this.#validate(load.kind, raw)
+    if (accepted instanceof Error) {
+      this.#loaderErrors++
+      this.#failed(load, accepted)
+      throw new FST_AUTHZ_RESOLVER_FAILED(load.kind.name, { cause: accepted })
+    }
+    return accepted
   }
 
   #failed (load: Load, error: Error): void {
-    this.observer.loaderFailed?.(load.kind.name, load.id, load.userId, error)
+    try {
+      this.observer.loaderFailed?.(load.kind.name, load.id, load.userId, error)
+    } catch {
+      // An observer (a logger choking on what a resolver threw) must not turn the 503 into another error.
+    }
   }
 
-  #validate (state: KindState, raw: unknown): unknown {
-    if (state.validation === 'any') return raw
-    if (raw === null || raw === undefined) return DENIED
-    if (!isPlainObject(raw)) return new TypeError(`resolver returned ${describe(raw)}, not a Decision or null`)
-    if (state.validation === 'decision' || raw.granted !== undefined) {
-      if (typeof raw.granted !== 'boolean') return new TypeError('resolver returned a Decision without a boolean `granted`')
-      if (raw.access !== undefined && !isStringArray(raw.access)) return new TypeError('Decision.access must be an array of strings')
-      if (raw.role !== undefined && typeof raw.role !== 'string') return new TypeError('Decision.role must be a string')
+  /**
+   * Checks an answer (a resolver's, an L2 record, a `set*()` value) and makes
+   * what callers get and the cache stores: a deep-frozen copy from a JSON
+   * round trip, and that JSON. The copy is what gets checked, so what was
+   * checked is exactly what is served and stored; the answer itself is read
+   * once (by JSON.stringify), and neither frozen nor kept. Never throws:
+   * returns a TypeError when the answer is not acceptable, when JSON cannot
+   * hold it (BigInt, cycle, function, symbol), or when reading it throws (a
+   * getter, a Proxy trap, a toJSON).
+   */
+  #validate (state: KindState, raw: unknown): Accepted | Error {
+    if (state.validation === 'any') {
+      if (raw === undefined) return NOT_STORED
+    } else if (raw === null || raw === undefined) {
+      return DENIED_ACCEPTED
     }
-    if (raw.tags !== undefined && !isStringArray(raw.tags)) return new TypeError('Decision.tags must be an array of strings')
-    if (raw.ttlSeconds !== undefined && !(typeof raw.ttlSeconds === 'number' && raw.ttlSeconds > 0 && Number.isFinite(raw.ttlSeconds))) {
-      return new TypeError('Decision.ttlSeconds must be a positive number')
+    let json: string | undefined
+    try {
+      // Map, Set, class instances: their JSON would silently lose what they hold.
+      if (state.validation !== 'any' && !isPlainObject(raw)) {
+        return new TypeError(`got ${typeof raw === 'function' ? 'a function' : describe(raw)}, not a Decision or null`)
+      }
+      json = JSON.stringify(raw)
+    } catch (error) {
+      return new TypeError('JSON cannot hold the answer: reading or serializing it threw', { cause: error })
     }
-    return raw
+    if (json === undefined) {
+      return new TypeError(`JSON cannot hold the answer: ${typeof raw === 'object' ? 'its toJSON gives undefined' : `got a ${typeof raw}`}`)
+    }
+    const copy: unknown = JSON.parse(json)
+    if (state.validation !== 'any') {
+      if (!isPlainObject(copy)) return new TypeError(`got an answer whose JSON is ${describe(copy)}, not a Decision`)
+      if (state.validation === 'decision' || copy.granted !== undefined) {
+        if (typeof copy.granted !== 'boolean') return new TypeError('got a Decision without a boolean `granted`')
+        if (copy.access !== undefined && !isStringArray(copy.access)) return new TypeError('Decision.access must be an array of strings')
+        if (copy.role !== undefined && typeof copy.role !== 'string') return new TypeError('Decision.role must be a string')
+      }
+      if (copy.tags !== undefined && !isStringArray(copy.tags)) return new TypeError('Decision.tags must be an array of strings')
+      if (copy.ttlSeconds !== undefined && !(typeof copy.ttlSeconds === 'number' && copy.ttlSeconds > 0 && Number.isFinite(copy.ttlSeconds))) {
+        return new TypeError('Decision.ttlSeconds must be a positive number')
+      }
+    }
+    return { value: deepFreeze(copy), json }
   }
 
   #tagsOf (baseTags: string[], value: unknown): string[] {
@@ -533,7 +630,7 @@ export class AuthzCache {
   }
 
   #ttlFor (state: KindState, value: unknown, ttlMs: number | undefined): number {
-    let base = ttlMs
+    let base = ttlMs ?? state.fixedTtlMs
     if (base === undefined) {
       const decision = value as Decision | null
       const own = decision?.ttlSeconds
@@ -557,10 +654,9 @@ export class AuthzCache {
 
   // ----------------------------------------------------------------- writes
 
-  #store (state: KindState, id: string, userId: string, key: string, value: unknown, ttlMs: number, tags: string[]): void {
+  /** Stores `value`, the frozen copy `#validate` made (callers share it: none can change what others see), and its `json`. */
+  #store (state: KindState, id: string, userId: string, key: string, value: unknown, json: string, ttlMs: number, tags: string[]): void {
     if (this.#closed || !(ttlMs > 0)) return
-    const json = JSON.stringify(value)
-    if (json === undefined) return
     let stored: unknown
     let packed: Buffer | undefined
     let size = Buffer.byteLength(json)
@@ -568,8 +664,7 @@ export class AuthzCache {
       packed = deflateRawSync(json)
       size = packed.length
     } else {
-      // A private, frozen copy: callers share it, so none of them can change what others see.
-      stored = deepFreeze(JSON.parse(json))
+      stored = value
     }
     const bytes = size + key.length * 2 + ENTRY_OVERHEAD_BYTES
     const existing = this.#lru.peek(key)
@@ -661,8 +756,10 @@ export class AuthzCache {
   }
 
   #put (state: KindState, id: string, userId: string, key: string, raw: unknown, ttlSeconds: number | undefined): void {
-    const value = this.#validate(state, raw)
-    if (value instanceof Error) throw new FST_AUTHZ_OPTIONS('value', value.message)
+    const accepted = this.#validate(state, raw)
+    if (accepted instanceof Error) throw new FST_AUTHZ_OPTIONS('value', accepted.message, { cause: accepted })
+    const { value, json } = accepted
+    if (json === undefined) throw new FST_AUTHZ_OPTIONS('value', 'must not be undefined')
     if (ttlSeconds !== undefined && !(typeof ttlSeconds === 'number' && ttlSeconds > 0 && Number.isFinite(ttlSeconds))) {
       throw new FST_AUTHZ_OPTIONS('ttlSeconds', `must be a positive number, got ${describe(ttlSeconds)}`)
     }
@@ -670,7 +767,7 @@ export class AuthzCache {
     // A direct write is an answer given now: it replaces what a load in flight would store.
     const load = this.#inflight.get(key)
     if (load !== undefined) this.#fence(load, ++this.#seq)
-    this.#store(state, id, userId, key, value, this.#ttlFor(state, value, ttlSeconds === undefined ? undefined : ttlSeconds * 1000), tags)
+    this.#store(state, id, userId, key, value, json, this.#ttlFor(state, value, ttlSeconds === undefined ? undefined : ttlSeconds * 1000), tags)
   }
 
   /**
@@ -761,24 +858,39 @@ export class AuthzCache {
     checkFunction('cached(fn)', fn)
     const opts: CachedOptions = options
     if (!isPlainObject(options as unknown)) throw new FST_AUTHZ_OPTIONS('cached options', `must be an object, got ${describe(opts)}`)
-    const name = opts.kind ?? fn.name
-    if (!KIND_NAME_PATTERN.test(name)) {
-      throw new FST_AUTHZ_OPTIONS('cached kind', `must match ${KIND_NAME_PATTERN} (give options.kind for an anonymous or bound function), got ${describe(name)}`)
+    let name = opts.kind
+    const unnamed = name === undefined && !KIND_NAME_PATTERN.test(fn.name)
+    if (unnamed) {
+      // No usable name (anonymous, bound, ...): a kind of its own, the same each time this function is wrapped.
+      name = this.#anonymousKinds.get(fn)
+      while (name === undefined || (this.#cachedOwners.get(name) ?? fn) !== fn) name = `anonymous-${++this.#anonymousCount}`
+    } else if (name === undefined) {
+      name = fn.name
+    } else if (!KIND_NAME_PATTERN.test(name)) {
+      throw new FST_AUTHZ_OPTIONS('cached kind', `must match ${KIND_NAME_PATTERN}, got ${describe(name)}`)
     }
     const owner = this.#cachedOwners.get(name)
     if (owner !== undefined && owner !== fn) {
       throw new FST_AUTHZ_OPTIONS('cached kind', `${JSON.stringify(name)} already caches another function; two functions must not share entries`)
     }
-    this.#cachedOwners.set(name, fn)
-    if (opts.ttlSeconds !== undefined && !(typeof opts.ttlSeconds === 'number' && opts.ttlSeconds > 0 && Number.isFinite(opts.ttlSeconds))) {
-      throw new FST_AUTHZ_OPTIONS('cached ttlSeconds', `must be a positive number, got ${describe(opts.ttlSeconds)}`)
+    const ttlSeconds = opts.ttlSeconds
+    if (ttlSeconds !== undefined && !(typeof ttlSeconds === 'number' && ttlSeconds > 0 && Number.isFinite(ttlSeconds))) {
+      throw new FST_AUTHZ_OPTIONS('cached ttlSeconds', `must be a positive number, got ${describe(ttlSeconds)}`)
     }
     const keyOf = opts.key === undefined ? (...args: A) => stableSerialize(args) : checkFunction<(...args: A) => string>('cached key', opts.key)
     const stateName = `cached:${name}`
-    const state = this.#kinds.get(stateName) ?? this.#addKind(stateName, undefined, 'any',
-      (argsKey) => cachedFunctionKey(name, argsKey),
-      (argsKey) => [resourceTag(name, argsKey)],
-      opts.ttlSeconds ?? this.options.authTtlSeconds)
+    const existing = this.#kinds.get(stateName)
+    if (existing !== undefined && existing.fixedTtlMs !== (ttlSeconds === undefined ? undefined : ttlSeconds * 1000)) {
+      throw new FST_AUTHZ_OPTIONS('cached ttlSeconds', `${JSON.stringify(name)} is already cached with ${existing.fixedTtlMs === undefined ? 'the default TTLs' : `ttlSeconds ${existing.fixedTtlMs / 1000}`}; wrapping it again with another TTL would change how long its shared entries live`)
+    }
+    this.#cachedOwners.set(name, fn)
+    if (unnamed) this.#anonymousKinds.set(fn, name)
+    const kindName = name
+    const state = existing ?? this.#addKind(stateName, undefined, 'any',
+      (argsKey) => cachedFunctionKey(kindName, argsKey),
+      (argsKey) => [resourceTag(kindName, argsKey)],
+      ttlSeconds ?? this.options.authTtlSeconds,
+      ttlSeconds)
     return async (...args: A): Promise<Awaited<R>> => {
       const argsKey = keyOf(...args)
       if (typeof argsKey !== 'string') throw new FST_AUTHZ_OPTIONS('cached key', `must return a string, got ${describe(argsKey)}`)
@@ -916,7 +1028,7 @@ export class AuthzCache {
     return removed
   }
 
-  #plan (request: InvalidationRequest): { all: boolean, tags: Set<string>, keys: string[], patterns: RegExp[] } {
+  #plan (request: InvalidationRequest): { all: boolean, tags: Set<string>, keys: string[], patterns: KeyPattern[] } {
     if (!isPlainObject(request as unknown)) throw new FST_AUTHZ_OPTIONS('invalidation', `must be an object, got ${describe(request)}`)
     for (const name of ['userId', 'generationId', 'projectId', 'teamId', 'pattern'] as const) {
       const value = request[name]
@@ -927,6 +1039,8 @@ export class AuthzCache {
       if (value !== undefined && (!isStringArray(value) || value.some((v) => v.length === 0))) throw new FST_AUTHZ_OPTIONS(name, 'must be an array of non-empty strings')
     }
     if (request.all !== undefined && typeof request.all !== 'boolean') throw new FST_AUTHZ_OPTIONS('all', `must be a boolean, got ${describe(request.all)}`)
+    const problem = request.pattern === undefined ? undefined : patternProblem(request.pattern)
+    if (problem !== undefined) throw new FST_AUTHZ_OPTIONS('pattern', problem)
     return {
       all: request.all === true,
       tags: invalidationTags(request),
@@ -935,7 +1049,7 @@ export class AuthzCache {
     }
   }
 
-  #touches (plan: { tags: Set<string>, keys: string[], patterns: RegExp[] }, key: string, tags: string[]): boolean {
+  #touches (plan: { tags: Set<string>, keys: string[], patterns: KeyPattern[] }, key: string, tags: string[]): boolean {
     for (const tag of tags) if (plan.tags.has(tag)) return true
     if (plan.keys.includes(key)) return true
     for (const pattern of plan.patterns) if (pattern.test(key)) return true

@@ -16,7 +16,7 @@ export { AuthzManager } from './manager.js'
 export { RequestAuthz } from './request-authz.js'
 export { presets } from './options.js'
 export type { AdminOptions, CacheOptions, PresetValues, RedisOptions } from './options.js'
-export { escapeKeySegment, compilePattern } from './keys.js'
+export { escapeKeySegment, compilePattern, MAX_PATTERN_LENGTH, MAX_PATTERN_STARS, type KeyPattern, type MatchMeter } from './keys.js'
 export { prometheusText } from './admin.js'
 export * as errors from './errors.js'
 export type {

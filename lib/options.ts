@@ -148,7 +148,8 @@ export function checkKindName (name: string, kind: string): string {
   return kind
 }
 
-const CACHE_OPTION_NAMES = new Set<string>([
+/** Every key of `CacheOptions`: `resolveCacheOptions` rejects any other name. */
+const CACHE_OPTION_NAMES: ReadonlySet<string> = new Set<string>([
   'preset', 'resolvers', 'maxIdLength', 'now', 'random', ...Object.keys(presets.development)
 ])
 
@@ -158,11 +159,15 @@ export function isCacheOptionName (name: string): boolean {
 }
 
 /**
- * Merges a preset with explicit options and validates every value.
- * Unknown option names are left to the caller (the plugin has more).
+ * Merges a preset with explicit options and validates every value. An
+ * unknown name fails (FST_AUTHZ_OPTIONS naming it), so a typo is never
+ * silently a default; the plugin hands over only the names this knows.
  */
 export function resolveCacheOptions (options: CacheOptions = {}): ResolvedCacheOptions {
   if (!isPlainObject(options)) fail('options', `must be an object, got ${describe(options)}`)
+  for (const name of Object.keys(options)) {
+    if (!CACHE_OPTION_NAMES.has(name)) fail(name, 'is not a known option')
+  }
   const presetName = options.preset ?? 'development'
   if (presetName !== 'development' && presetName !== 'production') {
     fail('preset', `must be 'development' or 'production', got ${describe(presetName)}`)

@@ -30,7 +30,7 @@ import { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AuthzCache, SharedLayer, SharedRead } from './cache.js'
 import { FST_AUTHZ_BUS_FAILED } from './errors.js'
-import { compilePattern, invalidationTags } from './keys.js'
+import { collapseStars, compilePattern, invalidationTags } from './keys.js'
 import type { ResolvedRedisOptions } from './options.js'
 import type { InvalidationRequest, RedisStats } from './types.js'
 
@@ -104,9 +104,12 @@ export function epochTtlMs (loaderTimeoutMs: number): number {
   return Math.max(60_000, loaderTimeoutMs * 2)
 }
 
-/** Escapes a key pattern for Redis MATCH: only `*` stays a wildcard. */
+/**
+ * Escapes a key pattern for Redis MATCH: only `*` stays a wildcard, and runs
+ * of `*` are collapsed (Redis's own matcher backtracks on each of them).
+ */
 function redisGlob (pattern: string): string {
-  return pattern.replace(/[?[\]\\]/g, '\\$&')
+  return collapseStars(pattern).replace(/[?[\]\\]/g, '\\$&')
 }
 
 /** Escapes a literal (the key prefix) for Redis MATCH: nothing in it is a wildcard. */
@@ -231,18 +234,20 @@ class RedisShared implements SharedLayer, RedisLayer {
 
   readonly #onMessage = (channel: string, message: string): void => {
     if (channel !== this.#o.channel) return
-    let parsed: { from?: unknown, request?: InvalidationRequest }
+    let parsed: unknown
     try {
       parsed = JSON.parse(message)
-    } catch {
-      return
-    }
-    if (parsed.from === this.#id || parsed.request === undefined) return
+    } catch {}
+    const envelope = parsed !== null && typeof parsed === 'object' ? parsed as { from?: unknown, request?: unknown } : undefined
+    if (envelope?.from === this.#id) return
     this.#counters.received++
     try {
-      this.#engine.apply(parsed.request, 'remote')
+      if (envelope?.request === undefined) throw new TypeError('not a JSON object holding a request')
+      this.#engine.apply(envelope.request as InvalidationRequest, 'remote')
     } catch (error) {
-      this.#log.warn({ err: error }, 'authz cache: ignored a malformed invalidation message')
+      // Fail safe: the message may have been a revocation, and a lost revocation is worse than a cold cache.
+      this.#engine.apply({ all: true }, 'remote')
+      this.#log.error({ err: error, bytes: message.length }, 'authz cache: malformed invalidation message on the bus; cleared this instance\'s L1 in case it was a revocation')
     }
   }
 
@@ -346,6 +351,7 @@ class RedisShared implements SharedLayer, RedisLayer {
       match = `${prefix}[vt]:*`
     } else {
       // Check each match against the engine's own pattern semantics too (MATCH is a glob).
+      // compilePattern is linear whatever the pattern; MATCH gets the same pattern with its stars collapsed.
       const exact = compilePattern(request.pattern as string)
       match = `${prefix}v:${redisGlob(request.pattern as string)}`
       keep = (key) => exact.test(key.slice(this.#o.keyPrefix.length + 2))

@@ -64,6 +64,6 @@ test('stableSerialize ignores key order and tells types apart', async (t) => {
   t.equal(stableSerialize([{ b: 1, a: [2, { d: 3, c: 4 }] }]), stableSerialize([{ a: [2, { c: 4, d: 3 }], b: 1 }]))
   t.not(stableSerialize(['1']), stableSerialize([1]))
   t.not(stableSerialize([null]), stableSerialize([undefined]))
-  t.equal(stableSerialize([new Date(0)]), stableSerialize(['1970-01-01T00:00:00.000Z']))
+  t.not(stableSerialize([new Date(0)]), stableSerialize(['1970-01-01T00:00:00.000Z']), 'a Date is not its ISO string')
   t.equal(stableSerialize([10n]), '[10n]')
 })
