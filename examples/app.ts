@@ -11,11 +11,15 @@ import { randomUUID } from 'node:crypto'
 import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import authzCache, { type AuthzCacheOptions } from '../lib/index.js'
-import { ROLES, SEED_IDS, openDatabase, type Database, type SeedIds } from './db.js'
+import { ROLES, SEED_IDS, exampleUuid, openDatabase, type Database, type SeedIds } from './db.js'
+import { canonicalUserId, canonicalUuidBody, canonicalUuidParams } from './ids.js'
 import { createResolvers } from './resolvers.js'
 
 /** Signs the sample tokens unless `jwtSecret` is given. Development only: it is in the source. */
 export const DEV_JWT_SECRET = 'dev-only-secret-do-not-use-in-production-0123456789'
+
+/** The `sub` of the sample admin token: user ids are UUIDs, and this one is no row in `users`. */
+export const ADMIN_SUBJECT = exampleUuid('user', 0)
 
 export interface ExampleAppOptions {
   /** PostgreSQL connection string; absent: embedded PGlite. */
@@ -45,6 +49,10 @@ export interface ExampleApp {
 }
 
 const uuid = { type: 'string', format: 'uuid' } as const
+/** A params schema whose UUID params ./ids.ts makes canonical (or refuses with 400) before the authz check. */
+function uuidParams (...names: string[]): { type: 'object', required: string[], properties: Record<string, typeof uuid> } {
+  return { type: 'object', required: names, properties: Object.fromEntries(names.map((name) => [name, uuid])) }
+}
 
 interface GenerationParams { generationId: string }
 interface ProjectParams { projectId: string }
@@ -64,12 +72,18 @@ export async function buildExampleApp (opts: ExampleAppOptions = {}): Promise<Ex
     await app.register(fastifyJwt, { secret: opts.jwtSecret ?? DEV_JWT_SECRET, verify: { cache: true } })
     const authzOptions: AuthzCacheOptions = {
       preset: opts.preset ?? 'development',
-      resolvers: createResolvers(db, { latencyMs: opts.latencyMs })
+      resolvers: createResolvers(db, { latencyMs: opts.latencyMs }),
+      // The token's sub in canonical form (./ids.ts); a sub that is not a UUID is a 401.
+      getUserId: canonicalUserId
     }
     if (opts.redisUrl !== undefined && opts.redisUrl !== '') authzOptions.redis = { url: opts.redisUrl }
     await app.register(authzCache, authzOptions)
     // The admin routes are on at /_authz (default guard: a JWT with scope 'authz:admin').
 
+    // Ids the route schemas declare `format: 'uuid'` are made canonical before any check reads them (./ids.ts).
+    // App-level onRequest hooks run before the route-level one that the plugin adds for `config.authz`.
+    app.addHook('onRequest', canonicalUuidParams)
+    app.addHook('preValidation', canonicalUuidBody)
     routes(app, db)
     await app.ready()
   } catch (error) {
@@ -86,7 +100,7 @@ export async function buildExampleApp (opts: ExampleAppOptions = {}): Promise<Ex
     carol: sign(users.carol, { name: 'Carol' }),
     dave: sign(users.dave, { name: 'Dave' }),
     erin: sign(users.erin, { name: 'Erin' }),
-    admin: sign('authz-admin', { scope: 'authz:admin' })
+    admin: sign(ADMIN_SUBJECT, { scope: 'authz:admin' })
   }
   return { app, db, tokens, ids: SEED_IDS }
 }
@@ -94,7 +108,8 @@ export async function buildExampleApp (opts: ExampleAppOptions = {}): Promise<Ex
 function routes (app: FastifyInstance, db: Database): void {
   // Media URLs come from the cached decision: a cache hit serves this route without a query.
   app.get<{ Params: GenerationParams }>('/generations/:generationId', {
-    config: { authz: { generation: 'generationId', access: 'read' } }
+    config: { authz: { generation: 'generationId', access: 'read' } },
+    schema: { params: uuidParams('generationId') }
   }, async (request) => {
     const id = request.params.generationId
     const decision = await request.authz.generationAccess(id)
@@ -104,6 +119,7 @@ function routes (app: FastifyInstance, db: Database): void {
   app.put<{ Params: GenerationParams, Body: { prompt: string } }>('/generations/:generationId', {
     config: { authz: { generation: 'generationId', access: 'write' } },
     schema: {
+      params: uuidParams('generationId'),
       body: { type: 'object', additionalProperties: false, required: ['prompt'], properties: { prompt: { type: 'string', minLength: 1, maxLength: 2000 } } }
     }
   }, async (request, reply) => {
@@ -116,7 +132,8 @@ function routes (app: FastifyInstance, db: Database): void {
   })
 
   app.get<{ Params: ProjectParams }>('/projects/:projectId', {
-    config: { authz: { project: 'projectId', access: 'read' } }
+    config: { authz: { project: 'projectId', access: 'read' } },
+    schema: { params: uuidParams('projectId') }
   }, async (request, reply) => {
     const id = request.params.projectId
     const decision = await request.authz.projectAccess(id)
@@ -129,6 +146,7 @@ function routes (app: FastifyInstance, db: Database): void {
   app.put<{ Params: TeamParams, Body: Record<string, unknown> }>('/teams/:teamId/settings', {
     config: { authz: { team: 'teamId', role: 'admin' } },
     schema: {
+      params: uuidParams('teamId'),
       body: {
         type: 'object',
         additionalProperties: false,
@@ -142,7 +160,7 @@ function routes (app: FastifyInstance, db: Database): void {
     return { ok: true, settings: rows[0]?.settings }
   })
 
-  // The project id is in the body: checked in a preHandler, after the body is parsed and validated.
+  // The project id is in the body: checked in a preHandler, after the body is parsed, made canonical and validated.
   app.post<{ Body: { projectId: string, prompt: string } }>('/generations', {
     schema: {
       body: {
@@ -169,7 +187,7 @@ function routes (app: FastifyInstance, db: Database): void {
   })
 
   // Membership changes take effect at once: the database first, then the user's cached decisions go.
-  const memberSchema = { params: { type: 'object', properties: { teamId: uuid, userId: uuid } } }
+  const memberSchema = { params: uuidParams('teamId', 'userId') }
 
   /** An admin manages members; granting, changing or removing an owner takes an owner. */
   async function requireOwnerFor (request: FastifyRequest, teamId: string, userId: string, newRole: string | undefined): Promise<string | undefined> {

@@ -51,13 +51,6 @@ function uuidSql (kind: keyof typeof KIND, counter: string, batchParam: string):
   return `(lpad(to_hex(${KIND[kind]}), 8, '0') || '-' || lpad(to_hex(${batchParam}::int), 4, '0') || '-4000-8000-' || lpad(to_hex(${counter}), 12, '0'))::uuid`
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
-/** Whether `value` can be compared with a uuid column (anything else matches no row). */
-export function isUuid (value: unknown): value is string {
-  return typeof value === 'string' && UUID.test(value)
-}
-
 /** The sample data's ids. Deterministic, so curl commands and tests can name them. */
 export const SEED_IDS = Object.freeze({
   users: Object.freeze({

@@ -13,7 +13,8 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Decision, Resolver, ResolverContext } from '../lib/index.js'
-import { isUuid, type Database } from './db.js'
+import type { Database } from './db.js'
+import { isCanonicalUuid } from './ids.js'
 
 export interface ResolverOptions {
   /**
@@ -52,10 +53,16 @@ export function createResolvers (db: Database, options: ResolverOptions = {}): R
   const latencyMs = options.latencyMs ?? 0
   if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new TypeError(`latencyMs must be a number >= 0, got ${String(latencyMs)}`)
 
-  /** Runs one authorization query; ids that are not UUIDs name no row, so they answer "no access" without a query. */
+  /**
+   * Runs one authorization query. Only canonical UUIDs are asked about: any
+   * other id answers "no access" without a query. The database would read an
+   * uppercase alias as the same row, but the cache would keep its grant under
+   * a key that revoking the canonical id never reaches; so a route that
+   * forgets to make its ids canonical (./ids.ts) fails closed, not open.
+   */
   async function run<R> (ctx: ResolverContext, sql: string, params: string[]): Promise<R | undefined> {
     if (latencyMs > 0) await sleep(latencyMs, undefined, { signal: ctx.signal }) // simulated backend latency
-    if (!params.every(isUuid)) return undefined
+    if (!params.every(isCanonicalUuid)) return undefined
     const { rows } = await db.query<R>(sql, params)
     return rows[0]
   }

@@ -4,7 +4,7 @@
  * (and once on PostgreSQL when one is reachable).
  */
 import { createHmac } from 'node:crypto'
-import { test } from 'tap'
+import { test, type Test } from 'tap'
 import pg from 'pg'
 import { buildExampleApp, DEV_JWT_SECRET, type ExampleApp, type ExampleAppOptions } from '../examples/app.js'
 import { exampleUuid, openDatabase, seedMany } from '../examples/db.js'
@@ -43,6 +43,115 @@ function hs256 (payload: Record<string, unknown>, secret: string): string {
   return `${unsigned}.${createHmac('sha256', secret).update(unsigned).digest('base64url')}`
 }
 
+/**
+ * Rows whose ids have hex letters in them (the sample ids are all digits, so
+ * they have no case aliases): team Aliases, owned by alice, erin its admin,
+ * frank a member; one project; two generations.
+ */
+const ALIAS_IDS = {
+  team: 'a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d',
+  project: 'b2c3d4e5-f6a7-4b8c-9dae-1f2a3b4c5d6e',
+  generation: 'c3d4e5f6-a7b8-4c9d-aeb1-2a3b4c5d6e7f',
+  generation2: 'd4e5f6a7-b8c9-4dae-bf12-3b4c5d6e7f80',
+  frank: 'e5f6a7b8-c9da-4eb1-8f23-4c5d6e7f8091'
+} as const
+
+/** `id` as PostgreSQL's uuid type reads it too: canonical, UPPERCASE and mIxEd. */
+function caseAliases (id: string): string[] {
+  const mixed = [...id].map((c, i) => i % 2 === 0 ? c.toUpperCase() : c).join('')
+  return [id, id.toUpperCase(), mixed]
+}
+
+async function seedAliasRows (db: Running['db'], ids: Running['ids']): Promise<void> {
+  const a = ALIAS_IDS
+  await db.query('INSERT INTO users (id, name, email) VALUES ($1, \'Frank\', \'frank@example.com\')', [a.frank])
+  await db.query('INSERT INTO teams (id, name) VALUES ($1, \'Aliases\')', [a.team])
+  await db.query('INSERT INTO team_members (team_id, user_id, role) VALUES ($1, $2, \'owner\'), ($1, $3, \'admin\'), ($1, $4, \'member\')',
+    [a.team, ids.users.alice, ids.users.erin, a.frank])
+  await db.query('INSERT INTO projects (id, team_id, name) VALUES ($1, $2, \'Case study\')', [a.project, a.team])
+  await db.query('INSERT INTO generations (id, project_id, prompt, status) VALUES ($1, $3, \'upper\', \'succeeded\'), ($2, $3, \'lower\', \'succeeded\')',
+    [a.generation, a.generation2, a.project])
+}
+
+/** Issue 8: the cache keyed the raw id, so revoking the canonical id left an uppercase alias granting access for the whole TTL. */
+async function canonicalIdScenario (t: Test, running: Running): Promise<void> {
+  const { app, http, db, tokens, ids } = running
+  const a = ALIAS_IDS
+  await seedAliasRows(db, ids)
+  const frank = app.jwt.sign({ sub: a.frank })
+  const frankUpper = app.jwt.sign({ sub: a.frank.toUpperCase() })
+  const misses = (kind: string): number => app.authz.getStats().byKind[kind]?.misses ?? 0
+  const statuses = async (method: string, paths: string[], token: string, body?: unknown): Promise<number[]> => {
+    const out: number[] = []
+    for (const path of paths) out.push((await http(method, path, { token, body })).status)
+    return out
+  }
+  const generationPaths = (id: string): string[] => caseAliases(id).map((alias) => `/generations/${alias}`)
+  const projectPaths = caseAliases(a.project).map((alias) => `/projects/${alias}`)
+  const settingsPaths = caseAliases(a.team).map((alias) => `/teams/${alias}/settings`)
+
+  // Every alias is the same cache entry: one resolver call per kind, the rest are hits.
+  const generationMisses = misses('generation')
+  for (const path of generationPaths(a.generation)) {
+    const res = await http('GET', path, { token: frank })
+    t.equal(res.status, 200, `GET ${path}`)
+    t.equal(res.body.id, a.generation, 'the handler answers the canonical id')
+  }
+  t.same(await statuses('GET', generationPaths(a.generation), frankUpper), [200, 200, 200], 'an uppercase sub is the same user')
+  t.equal(misses('generation') - generationMisses, 1, 'three id aliases and two user aliases: one resolver call')
+  t.equal(app.authz.getGenerationAccess(a.generation, a.frank).hit, true, 'cached under the canonical ids')
+  t.same(await statuses('GET', generationPaths(a.generation2), frankUpper), [200, 200, 200])
+
+  const projectMisses = misses('project')
+  for (const path of projectPaths) {
+    const res = await http('GET', path, { token: frank })
+    t.equal(res.status, 200, `GET ${path}`)
+    t.equal(res.body.id, a.project)
+  }
+  const created = await http('POST', '/generations', { token: frankUpper, body: { projectId: a.project.toUpperCase(), prompt: 'body alias' } })
+  t.equal(created.status, 201, 'a body id alias passes the preHandler check...')
+  t.equal(created.body.projectId, a.project)
+  t.equal(misses('project') - projectMisses, 1, '...through the same cache entry as the path aliases')
+  const { rows } = await db.query('SELECT created_by::text AS created_by FROM generations WHERE id = $1', [created.body.id])
+  t.same(rows, [{ created_by: a.frank }], 'the author is stored under the canonical user id')
+
+  const teamMisses = misses('team')
+  t.same(await statuses('PUT', settingsPaths, tokens.erin, { watermark: true }), [200, 200, 200])
+  t.equal(misses('team') - teamMisses, 1)
+
+  // Revocations through the canonical id deny every alias at once.
+  // 1. The generation moves to a team frank is not in; the admin route invalidates its canonical id.
+  await db.query('UPDATE generations SET project_id = $2 WHERE id = $1', [a.generation, ids.projects.research])
+  const byGeneration = await http('POST', '/_authz/invalidate', { token: tokens.admin, body: { generationId: a.generation } })
+  t.equal(byGeneration.status, 200)
+  t.same(await statuses('GET', generationPaths(a.generation), frank), [403, 403, 403], 'generation: no alias still grants')
+  t.same(await statuses('GET', generationPaths(a.generation), frankUpper), [403, 403, 403])
+
+  // 2. Erin is demoted in SQL; the admin route invalidates the team's canonical id.
+  await db.query('UPDATE team_members SET role = \'member\' WHERE team_id = $1 AND user_id = $2', [a.team, ids.users.erin])
+  t.equal((await http('POST', '/_authz/invalidate', { token: tokens.admin, body: { teamId: a.team } })).status, 200)
+  t.same(await statuses('PUT', settingsPaths, tokens.erin, { watermark: false }), [403, 403, 403], 'team: no alias still grants')
+
+  // 3. Alice removes frank through an uppercase path: his canonical entries go all the same.
+  //    (The team invalidation above took his team-tagged grants: cache them again first, through aliases.)
+  for (const token of [frank, frankUpper]) {
+    t.same(await statuses('GET', projectPaths, token), [200, 200, 200])
+    t.same(await statuses('GET', generationPaths(a.generation2), token), [200, 200, 200])
+  }
+  t.equal(app.authz.getProjectAccess(a.project, a.frank).hit, true)
+  t.equal(app.authz.getGenerationAccess(a.generation2, a.frank).hit, true)
+  const removed = await http('DELETE', `/teams/${a.team.toUpperCase()}/members/${a.frank.toUpperCase()}`, { token: tokens.alice })
+  t.equal(removed.status, 200)
+  t.ok(removed.body.invalidated >= 2, 'frank\'s cached grants were found under the canonical user id')
+  t.equal(app.authz.getProjectAccess(a.project, a.frank).hit, false)
+  t.equal(app.authz.getGenerationAccess(a.generation2, a.frank).hit, false)
+  for (const token of [frank, frankUpper]) {
+    t.same(await statuses('GET', projectPaths, token), [403, 403, 403], 'project: no alias still grants')
+    t.same(await statuses('GET', generationPaths(a.generation2), token), [403, 403, 403])
+    t.equal((await http('POST', '/generations', { token, body: { projectId: a.project.toUpperCase(), prompt: 'x' } })).status, 403)
+  }
+}
+
 test('read-only routes, on one app', async (t) => {
   const running = await start(t)
 
@@ -65,7 +174,6 @@ test('read-only routes, on one app', async (t) => {
     t.equal(outsider.body.code, 'FST_AUTHZ_FORBIDDEN')
     t.equal((await http('GET', `/generations/${ids.generations.researchRender1}`, { token: tokens.bob })).status, 403, 'bob is not in Labs')
     t.equal((await http('GET', `/generations/${exampleUuid('generation', 999)}`, { token: tokens.alice })).status, 403, 'an unknown generation')
-    t.equal((await http('GET', '/generations/not-a-uuid', { token: tokens.alice })).status, 403, 'an id that is no UUID names nothing')
 
     const anonymous = await http('GET', `/generations/${g1}`)
     t.equal(anonymous.status, 401)
@@ -76,6 +184,32 @@ test('read-only routes, on one app', async (t) => {
     t.equal(forged.status, 401, '...and with another secret it does not')
     t.equal(forged.body.code, 'FST_AUTHZ_UNAUTHENTICATED')
     t.equal((await http('GET', `/generations/${g1}`, { token: 'not.a.jwt' })).status, 401)
+  })
+
+  await t.test('ids that are not UUIDs answer 400 FST_AUTHZ_BAD_ID and never reach the resolver', async (t) => {
+    const { app, http, tokens, ids } = running
+    const g1 = ids.generations.trailerShot1
+    const loads = app.authz.getStats().loads
+    const badId = async (method: string, path: string, body?: unknown): Promise<void> => {
+      const res = await http(method, path, { token: tokens.alice, body })
+      t.equal(res.status, 400, `${method} ${path}`)
+      t.equal(res.body.code, 'FST_AUTHZ_BAD_ID')
+    }
+    await badId('GET', '/generations/not-a-uuid')
+    await badId('GET', `/generations/${g1}0`)
+    // PostgreSQL reads these two as the same uuid: more aliases, refused rather than canonicalized.
+    await badId('GET', `/generations/${g1.replaceAll('-', '')}`)
+    await badId('GET', `/generations/${encodeURIComponent(`{${g1}}`)}`)
+    await badId('GET', '/projects/xyz')
+    await badId('PUT', '/teams/xyz/settings', { watermark: true })
+    await badId('DELETE', `/teams/${ids.teams.studio}/members/xyz`)
+    t.equal(app.authz.getStats().loads, loads, 'no resolver call for a malformed id')
+
+    const noUuidSub = app.jwt.sign({ sub: 'alice' })
+    const res = await http('GET', `/generations/${g1}`, { token: noUuidSub })
+    t.equal(res.status, 401, 'a token whose sub is not a UUID names no user')
+    t.equal(res.body.code, 'FST_AUTHZ_UNAUTHENTICATED')
+    t.equal((await http('GET', '/me', { token: noUuidSub })).status, 401)
   })
 
   await t.test('bad ids: empty is FST_AUTHZ_BAD_ID; over 100 characters Fastify answers 414 first', async (t) => {
@@ -144,38 +278,46 @@ test('POST /generations: the project id in the body decides', async (t) => {
   t.equal((await http('PUT', `/generations/${created.body.id}`, { token: tokens.bob, body: { prompt: 'v3' } })).status, 404)
 })
 
-test('revocation through the API takes effect on the next request, with no TTL to wait for', async (t) => {
-  const { app, http, db, tokens, ids } = await start(t)
-  const g1 = ids.generations.trailerShot1
-  const bob = ids.users.bob
-  const edit = (prompt: string): Promise<Reply> => http('PUT', `/generations/${g1}`, { token: tokens.bob, body: { prompt } })
+test('revocation takes effect on the next request, with no TTL to wait for', async (t) => {
+  const running = await start(t)
 
-  const first = await edit('rain')
-  t.equal(first.status, 200)
-  t.equal(first.body.prompt, 'rain')
-  t.equal((await edit('more rain')).status, 200)
-  t.equal(app.authz.getGenerationAccess(g1, bob).hit, true, 'bob\'s write grant is cached (for 10 minutes)')
+  await t.test('through the membership API', async (t) => {
+    const { app, http, db, tokens, ids } = running
+    const g1 = ids.generations.trailerShot1
+    const bob = ids.users.bob
+    const edit = (prompt: string): Promise<Reply> => http('PUT', `/generations/${g1}`, { token: tokens.bob, body: { prompt } })
 
-  const demoted = await http('PUT', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice, body: { role: 'viewer' } })
-  t.equal(demoted.status, 200)
-  t.same(demoted.body, { ok: true, role: 'viewer', invalidated: 1 })
-  const denied = await edit('even more rain')
-  t.equal(denied.status, 403, 'a viewer now: the next write is refused')
-  t.equal(denied.body.code, 'FST_AUTHZ_FORBIDDEN')
-  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.bob })).status, 200, 'reading is still allowed')
-  const { rows } = await db.query('SELECT prompt FROM generations WHERE id = $1', [g1])
-  t.equal(rows[0].prompt, 'more rain', 'the refused write changed nothing')
+    const first = await edit('rain')
+    t.equal(first.status, 200)
+    t.equal(first.body.prompt, 'rain')
+    t.equal((await edit('more rain')).status, 200)
+    t.equal(app.authz.getGenerationAccess(g1, bob).hit, true, 'bob\'s write grant is cached (for 10 minutes)')
 
-  const removed = await http('DELETE', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice })
-  t.equal(removed.status, 200)
-  t.equal(removed.body.ok, true)
-  t.equal(removed.body.invalidated, 1, 'bob\'s cached read went')
-  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.bob })).status, 403, 'removed: not even a read')
-  t.equal((await http('DELETE', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice })).status, 404, 'not a member any more')
+    const demoted = await http('PUT', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice, body: { role: 'viewer' } })
+    t.equal(demoted.status, 200)
+    t.same(demoted.body, { ok: true, role: 'viewer', invalidated: 1 })
+    const denied = await edit('even more rain')
+    t.equal(denied.status, 403, 'a viewer now: the next write is refused')
+    t.equal(denied.body.code, 'FST_AUTHZ_FORBIDDEN')
+    t.equal((await http('GET', `/generations/${g1}`, { token: tokens.bob })).status, 200, 'reading is still allowed')
+    const { rows } = await db.query('SELECT prompt FROM generations WHERE id = $1', [g1])
+    t.equal(rows[0].prompt, 'more rain', 'the refused write changed nothing')
 
-  const back = await http('PUT', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice, body: { role: 'member' } })
-  t.equal(back.status, 200)
-  t.equal((await edit('back again')).status, 200, 're-added as a member: writes again at once (the cached denial went too)')
+    const removed = await http('DELETE', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice })
+    t.equal(removed.status, 200)
+    t.equal(removed.body.ok, true)
+    t.equal(removed.body.invalidated, 1, 'bob\'s cached read went')
+    t.equal((await http('GET', `/generations/${g1}`, { token: tokens.bob })).status, 403, 'removed: not even a read')
+    t.equal((await http('DELETE', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice })).status, 404, 'not a member any more')
+
+    const back = await http('PUT', `/teams/${ids.teams.studio}/members/${bob}`, { token: tokens.alice, body: { role: 'member' } })
+    t.equal(back.status, 200)
+    t.equal((await edit('back again')).status, 200, 're-added as a member: writes again at once (the cached denial went too)')
+  })
+
+  await t.test('issue 8: id aliases share one cache entry, and revoking the canonical id denies every alias at once', async (t) => {
+    await canonicalIdScenario(t, running)
+  })
 })
 
 test('team settings and membership need admin or owner; owners are managed by owners only', async (t) => {
@@ -243,9 +385,8 @@ test('admin routes: guarded, stats move as requests hit and miss, Prometheus tex
   const text = await http('GET', '/_authz/stats', { token: tokens.admin, accept: 'text/plain' })
   t.equal(text.status, 200)
   t.match(text.type, /^text\/plain/)
-  t.match(text.text, /^authz_cache_hits_total 3$/m)
   t.match(text.text, /^authz_cache_hits_total\{kind="generation"\} 3$/m)
-  t.match(text.text, /^authz_cache_misses_total 1$/m)
+  t.match(text.text, /^authz_cache_misses_total\{kind="generation"\} 1$/m)
 
   const invalidated = await http('POST', '/_authz/invalidate', { token: tokens.admin, body: { userId: ids.users.alice } })
   t.equal(invalidated.status, 200)
@@ -284,6 +425,11 @@ test('seedMany bulk data answers the rules it documents; simulated latency honor
   }
   t.same(wrong, [], 'SQL and access(i, j) agree on 14 x 13 pairs')
   t.same([...seen].sort(), ['', 'read', 'read+write'], 'the sample covers denials, readers and writers')
+  // Only canonical ids are asked about: an alias of a granted generation gets no grant to cache (fail closed).
+  const j = 10 // its id ends in 'a'
+  const reader = { kind: 'generation', userId: bulk.userId(bulk.teamOfProject(bulk.projectOfGeneration(j))), signal }
+  t.equal((await resolvers.generation({ ...reader, id: bulk.generationId(j) }))?.granted, true)
+  t.equal(await resolvers.generation({ ...reader, id: bulk.generationId(j).toUpperCase() }), null, 'an uppercase alias is refused')
   const team = await resolvers.team({ kind: 'team', userId: bulk.userId(5), id: bulk.teamId(bulk.teamOfUser(5)), signal })
   t.same(team, { granted: true, role: bulk.roleOfUser(5) })
 
@@ -317,7 +463,8 @@ const postgres = await findPostgres()
 test('the same app on PostgreSQL', { skip: 'reason' in postgres ? postgres.reason : false }, async (t) => {
   const { url } = postgres as { url: string }
   // A schema of its own, dropped at close: parallel runs and other users of the database are not touched.
-  const { http, db, tokens, ids } = await start(t, { databaseUrl: url, schema: `authz_example_e2e_${process.pid}`, dropSchemaOnClose: true })
+  const running = await start(t, { databaseUrl: url, schema: `authz_example_e2e_${process.pid}`, dropSchemaOnClose: true })
+  const { http, db, tokens, ids } = running
   t.match(db.label, /^PostgreSQL, schema authz_example_e2e_/)
   const g1 = ids.generations.trailerShot1
   const granted = await http('GET', `/generations/${g1}`, { token: tokens.alice })
@@ -336,4 +483,8 @@ test('the same app on PostgreSQL', { skip: 'reason' in postgres ? postgres.reaso
   const bulk = await seedMany(db, { users: 100, generations: 400 })
   const found = await db.query('SELECT count(*)::int AS n FROM generations WHERE id = $1', [bulk.generationId(399)])
   t.equal(found.rows[0].n, 1, 'the same bulk SQL runs on PostgreSQL, with the same ids')
+
+  await t.test('issue 8 on PostgreSQL: id aliases share one cache entry, revoking the canonical id denies them all', async (t) => {
+    await canonicalIdScenario(t, running)
+  })
 })
