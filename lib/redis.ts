@@ -28,7 +28,7 @@ import { createHash, randomUUID } from 'node:crypto'
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
-import type { AuthzCache, SharedLayer, SharedRead } from './cache.js'
+import type { AuthzCache, SharedHandle, SharedLayer, SharedRead } from './cache.js'
 import { FST_AUTHZ_BUS_FAILED } from './errors.js'
 import { collapseStars, compilePattern, invalidationTags } from './keys.js'
 import type { ResolvedRedisOptions } from './options.js'
@@ -131,7 +131,7 @@ export interface RedisLayer {
 }
 
 class RedisShared implements SharedLayer, RedisLayer {
-  readonly #engine: AuthzCache
+  readonly #engine: SharedHandle
   readonly #o: ResolvedRedisOptions
   readonly #log: FastifyBaseLogger
   readonly #client: RedisLike
@@ -149,7 +149,8 @@ class RedisShared implements SharedLayer, RedisLayer {
   #warned = false
 
   constructor (engine: AuthzCache, o: ResolvedRedisOptions, log: FastifyBaseLogger) {
-    this.#engine = engine
+    // Attached first: the engine's handle is this layer's only way into the engine.
+    this.#engine = engine.attachShared(this, { busOutageMaxStalenessSeconds: o.busOutageMaxStalenessSeconds })
     this.#o = o
     this.#log = log
     this.#seqKey = `${o.keyPrefix}seq`
@@ -243,10 +244,10 @@ class RedisShared implements SharedLayer, RedisLayer {
     this.#counters.received++
     try {
       if (envelope?.request === undefined) throw new TypeError('not a JSON object holding a request')
-      this.#engine.apply(envelope.request as InvalidationRequest, 'remote')
+      this.#engine.apply(envelope.request as InvalidationRequest)
     } catch (error) {
       // Fail safe: the message may have been a revocation, and a lost revocation is worse than a cold cache.
-      this.#engine.apply({ all: true }, 'remote')
+      this.#engine.apply({ all: true })
       this.#log.error({ err: error, bytes: message.length }, 'authz cache: malformed invalidation message on the bus; cleared this instance\'s L1 in case it was a revocation')
     }
   }
@@ -372,7 +373,7 @@ class RedisShared implements SharedLayer, RedisLayer {
 
   async close (): Promise<void> {
     this.#closing = true
-    this.#engine.attachShared(undefined)
+    this.#engine.detach()
     this.#sub?.disconnect()
     if (this.#ownsClient) {
       await withTimeout(this.#client.quit(), this.#o.commandTimeoutMs * 4).catch(() => this.#client.disconnect())
@@ -387,7 +388,6 @@ class RedisShared implements SharedLayer, RedisLayer {
  */
 export async function connectRedis (engine: AuthzCache, o: ResolvedRedisOptions, log: FastifyBaseLogger): Promise<RedisLayer> {
   const layer = new RedisShared(engine, o, log)
-  engine.attachShared(layer, { busOutageMaxStalenessSeconds: o.busOutageMaxStalenessSeconds })
   await layer.waitReady(REDIS_BOOT_WAIT_MS)
   return layer
 }

@@ -44,7 +44,9 @@ async function metered (t: Test): Promise<{ meter: Meter, AuthzCache: typeof Aut
       }
     }
   }
-  const cache = await t.mockImport<typeof import('../lib/cache.js')>('../lib/cache.js', { '../lib/keys.js': { ...keys, compilePattern: counting(false) } })
+  // The engine compiles patterns in its invalidation room: load that room with the counting compilePattern.
+  const invalidation = await t.mockImport<typeof import('../lib/engine/invalidation.js')>('../lib/engine/invalidation.js', { '../lib/keys.js': { ...keys, compilePattern: counting(false) } })
+  const cache = await t.mockImport<typeof import('../lib/cache.js')>('../lib/cache.js', { '../lib/engine/invalidation.js': invalidation })
   const redis = await t.mockImport<typeof import('../lib/redis.js')>('../lib/redis.js', { '../lib/keys.js': { ...keys, compilePattern: counting(true) } })
   return { meter, AuthzCache: cache.AuthzCache, connectRedis: redis.connectRedis }
 }

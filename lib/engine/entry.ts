@@ -1,0 +1,64 @@
+/**
+ * The records every room of the engine shares: a kind's state, an entry, an
+ * index slot.
+ */
+import type { KeyBuilder } from '../keys.js'
+import type { Resolver } from '../types.js'
+
+/** How an answer of a kind is checked: a Decision, a profile (any object), or anything (`cached`, uuid validations). */
+export type Validation = 'decision' | 'profile' | 'any'
+
+/** Why an entry leaves the cache (stats count evictions and expirations). */
+export type RemovalReason = 'evict' | 'expire' | 'invalidate' | 'replace'
+
+/** Per-kind state. The Fastify layer resolves it once per route at boot. */
+export interface KindHandle {
+  readonly name: string
+}
+
+export interface KindState extends KindHandle {
+  readonly name: string
+  /** id -> the entry, when one user has one for that id (the common case), else userId -> entry. */
+  readonly index: Map<string, Slot>
+  readonly keyOf: KeyBuilder
+  readonly baseTags: (id: string, userId: string) => string[]
+  readonly grantTtlMs: number
+  /** The TTL of every value of the kind, denials included (`cached(fn, { ttlSeconds })`); undefined: by decision. */
+  readonly fixedTtlMs: number | undefined
+  readonly validation: Validation
+  resolver: Resolver | undefined
+  hits: number
+  misses: number
+}
+
+export class Entry {
+  live = true
+  /** Read since it was stored or last passed by the eviction hand (lib/engine/eviction.ts). */
+  used = false
+  /** The eviction ring: the entry stored just before this one, and just after. */
+  prev: Entry = this
+  next: Entry = this
+  constructor (
+    readonly key: string,
+    readonly kind: KindState,
+    readonly id: string,
+    readonly userId: string,
+    readonly value: unknown,
+    readonly packed: Buffer | undefined,
+    readonly bytes: number,
+    readonly tags: string[],
+    readonly storedAt: number,
+    readonly expiresAt: number,
+    readonly refreshAt: number
+  ) {}
+}
+
+/** An index slot: one entry, or a map of entries by user id. */
+export type Slot = Entry | Map<string, Entry>
+
+export function * slotEntries (index: Map<string, Slot>): Generator<Entry> {
+  for (const slot of index.values()) {
+    if (slot instanceof Entry) yield slot
+    else yield * slot.values()
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * The resolver call: one call under `loaderTimeoutMs`, and the check of its
+ * answer. Every failure rejects with FST_AUTHZ_RESOLVER_FAILED or _TIMEOUT
+ * (503), is counted and reported, whatever the resolver threw or answered;
+ * nothing here ever grants.
+ */
+import { FST_AUTHZ_RESOLVER_FAILED, FST_AUTHZ_RESOLVER_TIMEOUT } from '../errors.js'
+import { describe, isPlainObject } from '../options.js'
+import type { Decision } from '../types.js'
+import { deepFreeze } from './codec.js'
+import type { KindState, Validation } from './entry.js'
+import type { Stats } from './stats.js'
+
+/** The answer of a denial: `null`/`undefined` from a resolver, or a missing id. */
+export const DENIED: Decision = Object.freeze({ granted: false })
+
+/**
+ * An answer as callers get it and the cache stores it: a deep-frozen copy
+ * made by a JSON round trip, and that JSON. `json` is undefined only for the
+ * `undefined` result of a `validation: 'any'` kind (returned, never stored).
+ */
+export type Accepted = { value: unknown, json: string } | { value: undefined, json: undefined }
+
+const NOT_STORED: Accepted = { value: undefined, json: undefined }
+const DENIED_ACCEPTED: Accepted = { value: DENIED, json: JSON.stringify(DENIED) }
+
+/** What the load timer rejects with: private, so no resolver can throw it. */
+const TIMED_OUT = Symbol('fastify-authz-cache.timedOut')
+
+export function isStringArray (value: unknown): value is string[] {
+  if (!Array.isArray(value)) return false
+  for (const item of value) if (typeof item !== 'string') return false
+  return true
+}
+
+/** `value` when it is an Error, else a TypeError saying what it was (a resolver may throw anything). */
+function asError (value: unknown, what: string): Error {
+  try {
+    if (value instanceof Error) return value
+    return new TypeError(`${what} ${value === undefined ? 'undefined' : describe(value)}, not an Error`, { cause: value })
+  } catch {
+    // A Proxy whose traps throw: even instanceof cannot look at it.
+    return new TypeError(`${what} a value that cannot be inspected, not an Error`, { cause: value })
+  }
+}
+
+/**
+ * Calls the resolver under `timeoutMs` and accepts its answer. A non-Error
+ * thrown, or an error of the resolver's own carrying our timeout code, is a
+ * failure: only our timer or our clock makes a timeout. `failed` is told of
+ * every failure (the observer: logging).
+ */
+export async function callResolver (kind: KindState, timeoutMs: number, stats: Stats, call: (signal: AbortSignal) => unknown, failed: (error: Error) => void): Promise<Accepted> {
+  const controller = new AbortController()
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(reject, timeoutMs, TIMED_OUT) })
+  const started = performance.now()
+  let raw: unknown
+  let threw = false
+  try {
+    raw = await Promise.race([Promise.resolve().then(() => call(controller.signal)), timeout])
+  } catch (error) {
+    threw = true
+    raw = error
+  } finally {
+    clearTimeout(timer)
+  }
+  // The timer cannot fire while a resolver blocks the event loop, and its answer then settles
+  // first: the monotonic clock catches what arrived late anyway.
+  if ((threw && raw === TIMED_OUT) || performance.now() - started > timeoutMs) {
+    stats.loaderTimeouts++
+    const error = new FST_AUTHZ_RESOLVER_TIMEOUT(kind.name, timeoutMs)
+    controller.abort(error)
+    failed(error)
+    throw error
+  }
+  if (threw) {
+    stats.loaderErrors++
+    failed(asError(raw, 'the resolver threw'))
+    throw new FST_AUTHZ_RESOLVER_FAILED(kind.name, { cause: raw })
+  }
+  const accepted = validateAnswer(kind.validation, raw)
+  if (accepted instanceof Error) {
+    stats.loaderErrors++
+    failed(accepted)
+    throw new FST_AUTHZ_RESOLVER_FAILED(kind.name, { cause: accepted })
+  }
+  return accepted
+}
+
+/**
+ * Checks an answer (a resolver's, an L2 record, a `set*()` value) and makes
+ * what callers get and the cache stores: a deep-frozen copy from a JSON
+ * round trip, and that JSON. The copy is what gets checked, so what was
+ * checked is exactly what is served and stored; the answer itself is read
+ * once (by JSON.stringify), and neither frozen nor kept. Never throws:
+ * returns a TypeError when the answer is not acceptable, when JSON cannot
+ * hold it (BigInt, cycle, function, symbol), or when reading it throws (a
+ * getter, a Proxy trap, a toJSON).
+ */
+export function validateAnswer (validation: Validation, raw: unknown): Accepted | Error {
+  if (validation === 'any') {
+    if (raw === undefined) return NOT_STORED
+  } else if (raw === null || raw === undefined) {
+    return DENIED_ACCEPTED
+  }
+  let json: string | undefined
+  try {
+    // Map, Set, class instances: their JSON would silently lose what they hold.
+    if (validation !== 'any' && !isPlainObject(raw)) {
+      return new TypeError(`got ${typeof raw === 'function' ? 'a function' : describe(raw)}, not a Decision or null`)
+    }
+    json = JSON.stringify(raw)
+  } catch (error) {
+    return new TypeError('JSON cannot hold the answer: reading or serializing it threw', { cause: error })
+  }
+  if (json === undefined) {
+    return new TypeError(`JSON cannot hold the answer: ${typeof raw === 'object' ? 'its toJSON gives undefined' : `got a ${typeof raw}`}`)
+  }
+  const copy: unknown = JSON.parse(json)
+  if (validation !== 'any') {
+    if (!isPlainObject(copy)) return new TypeError(`got an answer whose JSON is ${describe(copy)}, not a Decision`)
+    if (validation === 'decision' || copy.granted !== undefined) {
+      if (typeof copy.granted !== 'boolean') return new TypeError('got a Decision without a boolean `granted`')
+      if (copy.access !== undefined && !isStringArray(copy.access)) return new TypeError('Decision.access must be an array of strings')
+      if (copy.role !== undefined && typeof copy.role !== 'string') return new TypeError('Decision.role must be a string')
+    }
+    if (copy.tags !== undefined && !isStringArray(copy.tags)) return new TypeError('Decision.tags must be an array of strings')
+    if (copy.ttlSeconds !== undefined && !(typeof copy.ttlSeconds === 'number' && copy.ttlSeconds > 0 && Number.isFinite(copy.ttlSeconds))) {
+      return new TypeError('Decision.ttlSeconds must be a positive number')
+    }
+  }
+  return { value: deepFreeze(copy), json }
+}

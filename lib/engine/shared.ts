@@ -1,0 +1,45 @@
+/**
+ * The one interface between the engine and a layer shared by instances
+ * (Redis as L2 and invalidation bus, lib/redis.ts), both ways: what the
+ * engine asks of the layer, and the handle the engine gives the layer when
+ * it is attached. Nothing else of the engine is the layer's business.
+ */
+import type { ResolvedCacheOptions } from '../options.js'
+import type { InvalidationRequest, RedisStats } from '../types.js'
+
+/** What a shared layer (Redis L2) reads for a key. */
+export interface SharedRead {
+  /** The stored value and its absolute expiry, when L2 has it. */
+  record?: { value: unknown, expiresAt: number }
+  /** An opaque fence token to hand back to `write`. */
+  fence: unknown
+}
+
+/**
+ * A layer shared between instances. Every method must swallow its own
+ * errors (a shared-layer failure is a miss, never a failed request), except
+ * `publish`, which rejects when the invalidation did not get through.
+ */
+export interface SharedLayer {
+  read (key: string): Promise<SharedRead>
+  /** Writes unless an invalidation happened since `fence` was read; true when written. */
+  write (key: string, value: unknown, ttlMs: number, tags: string[], fence: unknown): Promise<boolean>
+  /** Removes what `request` touches from L2 and tells every other instance; rejects when it could not. */
+  publish (request: InvalidationRequest): Promise<void>
+  /** Counters for the `redis` block of the stats. */
+  stats? (): RedisStats
+}
+
+/** What an attached layer may do to the engine. */
+export interface SharedHandle {
+  /** The engine's resolved options (clock, compression, loader timeout). */
+  readonly options: Readonly<ResolvedCacheOptions>
+  /** Applies an invalidation another instance published (validates it; throws on a malformed one). */
+  apply (request: InvalidationRequest): number
+  /** The bus went down: from now on, L1 entries older than the staleness bound are not served. */
+  busDown (): void
+  /** The bus is back: invalidations may have been missed, so every L1 entry stored before is dropped; answers how many. */
+  busUp (): number
+  /** Detaches the layer (on close). */
+  detach (): void
+}
