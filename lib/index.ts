@@ -4,11 +4,11 @@
  * The Fastify module augmentation lives here, so every consumer of the
  * package's types gets it.
  */
-import type { FastifyRequest } from 'fastify'
 import { authzCachePlugin } from './plugin.js'
 import type { AuthzManager } from './manager.js'
 import type { RequestAuthz } from './request-authz.js'
 import type { PluginOptionsBase } from './options.js'
+import type { AuthzRouteConfig } from './check-types.js'
 
 export { AuthzCache } from './cache.js'
 export type { CacheObserver, CachedOptions, KindHandle, SharedLayer, SharedRead } from './cache.js'
@@ -19,6 +19,7 @@ export type { AdminOptions, CacheOptions, PresetValues, RedisOptions } from './o
 export { escapeKeySegment, compilePattern, MAX_PATTERN_LENGTH, MAX_PATTERN_STARS, type KeyPattern, type MatchMeter } from './keys.js'
 export { prometheusText } from './admin.js'
 export * as errors from './errors.js'
+export type { AuthzCheck, AuthzIdSource, AuthzKinds, AuthzRequestCheck, AuthzRequirementFields, AuthzRouteConfig } from './check-types.js'
 export type {
   CacheLookup,
   CacheStats,
@@ -31,39 +32,6 @@ export type {
   ResolverContext,
   WarmEntry
 } from './types.js'
-
-/**
- * The kinds the type checker knows for route checks. Add your custom kinds:
- *
- *     declare module 'fastify-authz-cache' {
- *       interface AuthzKinds { document: true }
- *     }
- */
-export interface AuthzKinds {
-  generation: true
-  project: true
-  team: true
-  profile: true
-}
-
-/** Where a check finds its id: a route param name, or a function of the request. */
-export type AuthzIdSource = string | ((request: FastifyRequest) => string | undefined)
-
-type OneKind<Id> = {
-  [K in keyof AuthzKinds]: { [P in K]: K extends 'profile' ? true | Id : Id } & { [P in Exclude<keyof AuthzKinds, K>]?: never }
-}[keyof AuthzKinds]
-
-/** `access` and/or `role`, and `fresh` to skip the cache for this check (reload and store). */
-export type AuthzRequirementFields = ({ access: string, role?: string } | { role: string, access?: string }) & { fresh?: boolean }
-
-/** One route check: exactly one kind with its id source, plus `access` and/or `role`. */
-export type AuthzCheck = OneKind<AuthzIdSource> & AuthzRequirementFields
-
-/** One `request.authz.check()` argument: one kind with its id, plus the requirement. */
-export type AuthzRequestCheck = OneKind<string> & AuthzRequirementFields
-
-/** `config.authz` of a route. */
-export type AuthzRouteConfig = AuthzCheck | AuthzCheck[] | false
 
 /** Options of `app.register(authzCache, options)`. */
 export type AuthzCacheOptions = PluginOptionsBase

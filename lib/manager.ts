@@ -4,17 +4,19 @@
  */
 import type { preHandlerHookHandler } from 'fastify'
 import { AuthzCache } from './cache.js'
-import { compileChecks, routeParams, type CheckRunner, type CheckHook } from './checks.js'
-import type { AuthzCheck } from './index.js'
+import { CheckRunner, compileChecks, routeParams, type CheckHook, type Identity } from './checks.js'
+import type { AuthzCheck } from './check-types.js'
+import type { CacheOptions } from './options.js'
 
 export class AuthzManager extends AuthzCache {
-  #runner: CheckRunner | undefined
-  #roles: string[] = []
+  readonly #runner: CheckRunner
+  readonly #roles: string[]
 
-  /** Wires the request-side pieces; called once by the plugin. */
-  bind (runner: CheckRunner, roles: string[]): void {
-    this.#runner = runner
+  /** The engine with `options`, and the checks' runner for requests whose user `identity` establishes. */
+  constructor (options: CacheOptions, identity: Identity, roles: string[]) {
+    super(options)
     this.#roles = roles
+    this.#runner = new CheckRunner(this, identity, roles)
   }
 
   /**
@@ -22,7 +24,7 @@ export class AuthzManager extends AuthzCache {
    * the route's path params. Throws FST_AUTHZ_ROUTE_CONFIG naming the route.
    */
   routeHook (where: string, config: unknown, url: string): CheckHook {
-    return (this.#runner as CheckRunner).hook(compileChecks(where, config, this, this.#roles, routeParams(url)))
+    return this.#runner.hook(compileChecks(where, config, this, this.#roles, routeParams(url)))
   }
 
   /**
@@ -31,7 +33,6 @@ export class AuthzManager extends AuthzCache {
    * throws FST_AUTHZ_ROUTE_CONFIG at boot.
    */
   require (checks: AuthzCheck | AuthzCheck[]): preHandlerHookHandler {
-    const runner = this.#runner as CheckRunner
-    return runner.hook(compileChecks('app.authz.require()', checks, this, this.#roles, undefined)) as unknown as preHandlerHookHandler
+    return this.#runner.hook(compileChecks('app.authz.require()', checks, this, this.#roles, undefined)) as unknown as preHandlerHookHandler
   }
 }

@@ -276,6 +276,8 @@ export interface PluginOptionsBase extends CacheOptions {
 
 export interface ResolvedPluginOptions {
   cache: CacheOptions
+  /** The engine's resolved `maxIdLength`: user ids are bounded like resource ids. */
+  maxIdLength: number
   roles: string[]
   getUserId: ((request: any) => unknown) | undefined
   authenticate: boolean | ((request: any) => unknown)
@@ -332,7 +334,7 @@ export function resolvePluginOptions (options: PluginOptionsBase): ResolvedPlugi
     if (isCacheOptionName(name)) (cache as Record<string, unknown>)[name] = value
     else if (!PLUGIN_OPTION_NAMES.has(name)) fail(name, 'is not a known option')
   }
-  resolveCacheOptions(cache)
+  const { maxIdLength } = resolveCacheOptions(cache)
 
   const roles = options.roles ?? DEFAULT_ROLES
   if (!Array.isArray(roles) || roles.length === 0 || roles.some((r) => typeof r !== 'string' || r.length === 0) || new Set(roles).size !== roles.length) {
@@ -359,6 +361,7 @@ export function resolvePluginOptions (options: PluginOptionsBase): ResolvedPlugi
   }
   return {
     cache,
+    maxIdLength,
     roles: [...roles],
     getUserId: options.getUserId === undefined ? undefined : checkFunction('getUserId', options.getUserId),
     authenticate: authenticate as ResolvedPluginOptions['authenticate'],

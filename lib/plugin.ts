@@ -5,7 +5,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { adminRoutes } from './admin.js'
-import { CheckRunner, Identity } from './checks.js'
+import { Identity } from './checks.js'
 import { FST_AUTHZ_OPTIONS } from './errors.js'
 import { AuthzManager } from './manager.js'
 import { resolvePluginOptions, type PluginOptionsBase } from './options.js'
@@ -26,10 +26,8 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
   }
 
   const log = fastify.log.child({ plugin: 'fastify-authz-cache' })
-  const manager = new AuthzManager(o.cache)
-  const identity = new Identity(o.authenticate, o.getUserId, manager.options.maxIdLength)
-  const runner = new CheckRunner(manager, identity, o.roles)
-  manager.bind(runner, o.roles)
+  const identity = new Identity(o.authenticate, o.getUserId, o.maxIdLength)
+  const manager = new AuthzManager(o.cache, identity, o.roles)
   manager.observer = {
     invalidated (request, removed, origin) {
       log.info({ authzInvalidation: request, removed, origin }, 'authz cache invalidated')

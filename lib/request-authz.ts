@@ -7,7 +7,7 @@ import type { AuthzCache } from './cache.js'
 import { satisfies, type Identity } from './checks.js'
 import { FST_AUTHZ_FORBIDDEN, FST_AUTHZ_ROUTE_CONFIG } from './errors.js'
 import { describe, isPlainObject } from './options.js'
-import type { AuthzRequestCheck } from './index.js'
+import type { AuthzRequestCheck } from './check-types.js'
 import type { Decision, Requirement } from './types.js'
 
 export class RequestAuthz {

@@ -46,7 +46,9 @@ async function metered (t: Test): Promise<{ meter: Meter, AuthzCache: typeof Aut
   }
   // The engine compiles patterns in its invalidation room: load that room with the counting compilePattern.
   const invalidation = await t.mockImport<typeof import('../lib/engine/invalidation.js')>('../lib/engine/invalidation.js', { '../lib/keys.js': { ...keys, compilePattern: counting(false) } })
-  const cache = await t.mockImport<typeof import('../lib/cache.js')>('../lib/cache.js', { '../lib/engine/invalidation.js': invalidation })
+  // t.mockImport replaces direct imports only: hand the metered room up the chain (engine, then the facade).
+  const engine = await t.mockImport<typeof import('../lib/engine/engine.js')>('../lib/engine/engine.js', { '../lib/engine/invalidation.js': invalidation })
+  const cache = await t.mockImport<typeof import('../lib/cache.js')>('../lib/cache.js', { '../lib/engine/engine.js': engine })
   const redis = await t.mockImport<typeof import('../lib/redis.js')>('../lib/redis.js', { '../lib/keys.js': { ...keys, compilePattern: counting(true) } })
   return { meter, AuthzCache: cache.AuthzCache, connectRedis: redis.connectRedis }
 }

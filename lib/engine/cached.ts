@@ -4,9 +4,10 @@
  * function is a kind of its own (`cached:{kind}`), keyed by its arguments.
  */
 import { FST_AUTHZ_OPTIONS } from '../errors.js'
-import { cachedFunctionKey, resourceTag, stableSerialize, type KeyBuilder } from '../keys.js'
+import { cachedFunctionKey, resourceTag, stableSerialize } from '../keys.js'
 import { KIND_NAME_PATTERN, checkFunction, describe, isPlainObject, type ResolvedCacheOptions } from '../options.js'
-import type { KindState, Validation } from './entry.js'
+import type { KindState } from './entry.js'
+import type { Kinds } from './kinds.js'
 
 /** Cached functions have no user: entries are keyed and fenced by their arguments only. */
 const NO_USER = ''
@@ -39,8 +40,7 @@ export interface CachedOptions {
 /** What `cached` needs of the engine. */
 export interface CachedHost {
   readonly options: Readonly<ResolvedCacheOptions>
-  readonly kinds: ReadonlyMap<string, KindState>
-  addKind (name: string, resolver: undefined, validation: Validation, keyOf: KeyBuilder, baseTags: KindState['baseTags'], grantTtlSeconds: number, fixedTtlSeconds: number | undefined): KindState
+  readonly kinds: Kinds
   lookup (kind: KindState, id: string, userId: string): unknown
   join (kind: KindState, id: string, userId: string, call: () => unknown): Promise<unknown>
 }
@@ -95,7 +95,7 @@ export class CachedFunctions {
     this.#cachedOwners.set(name, fn)
     if (unnamed) this.#anonymousKinds.set(fn, name)
     const kindName = name
-    const state = existing ?? this.#host.addKind(stateName, undefined, 'any',
+    const state = existing ?? this.#host.kinds.add(stateName, undefined, 'any',
       (argsKey) => cachedFunctionKey(kindName, argsKey),
       (argsKey) => [resourceTag(kindName, argsKey)],
       ttlSeconds ?? this.#host.options.authTtlSeconds,

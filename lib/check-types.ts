@@ -1,0 +1,39 @@
+/**
+ * The public types of checks (route `config.authz`, `app.authz.require()`,
+ * `request.authz.check()`), typed by the kinds in the augmentable
+ * `AuthzKinds`. Re-exported by index.ts.
+ */
+import type { FastifyRequest } from 'fastify'
+
+/**
+ * The kinds the type checker knows for route checks. Add your custom kinds:
+ *
+ *     declare module 'fastify-authz-cache' {
+ *       interface AuthzKinds { document: true }
+ *     }
+ */
+export interface AuthzKinds {
+  generation: true
+  project: true
+  team: true
+  profile: true
+}
+
+/** Where a check finds its id: a route param name, or a function of the request. */
+export type AuthzIdSource = string | ((request: FastifyRequest) => string | undefined)
+
+type OneKind<Id> = {
+  [K in keyof AuthzKinds]: { [P in K]: K extends 'profile' ? true | Id : Id } & { [P in Exclude<keyof AuthzKinds, K>]?: never }
+}[keyof AuthzKinds]
+
+/** `access` and/or `role`, and `fresh` to skip the cache for this check (reload and store). */
+export type AuthzRequirementFields = ({ access: string, role?: string } | { role: string, access?: string }) & { fresh?: boolean }
+
+/** One route check: exactly one kind with its id source, plus `access` and/or `role`. */
+export type AuthzCheck = OneKind<AuthzIdSource> & AuthzRequirementFields
+
+/** One `request.authz.check()` argument: one kind with its id, plus the requirement. */
+export type AuthzRequestCheck = OneKind<string> & AuthzRequirementFields
+
+/** `config.authz` of a route. */
+export type AuthzRouteConfig = AuthzCheck | AuthzCheck[] | false

@@ -1,0 +1,402 @@
+/**
+ * The engine behind the seed's facade (lib/cache.ts): construction and
+ * wiring of the rooms, the hit path, loads and writes, invalidation, the
+ * shared layer, stats and close.
+ *
+ * The hit path (`lookup`) reads the per-kind index `Map<id, Entry |
+ * Map<userId, Entry>>`: it hashes the id it was given (and the user id only
+ * when several users hold entries for that id) instead of building a
+ * ~97-character key, and marks the entry used for the eviction policy.
+ */
+import { FST_AUTHZ_BAD_ID, FST_AUTHZ_OPTIONS, FST_AUTHZ_UNKNOWN_KIND } from '../errors.js'
+import {
+  DEFAULT_REFRESH_AHEAD_RATIO,
+  describe,
+  isPlainObject,
+  resolveCacheOptions,
+  type CacheOptions,
+  type ResolvedCacheOptions
+} from '../options.js'
+import type { CacheLookup, CacheStats, Decision, InvalidationRequest, Resolver, WarmEntry } from '../types.js'
+import { CachedFunctions, type CachedOptions } from './cached.js'
+import { pack, unpack } from './codec.js'
+import { Entry, type KindHandle, type KindState } from './entry.js'
+import { applyPlan, planInvalidation } from './invalidation.js'
+import { Kinds } from './kinds.js'
+import { Loads, type Load, type LoadHost } from './loads.js'
+import { callResolver, isStringArray, validateAnswer } from './resolver-call.js'
+import type { SharedHandle, SharedLayer } from './shared.js'
+import { SAMPLE_MASK, Stats } from './stats.js'
+import { Store } from './store.js'
+import { Sweeper } from './sweeper.js'
+
+const MB = 1024 * 1024
+
+/** Observers the Fastify layer uses for logging. */
+export interface CacheObserver {
+  invalidated? (request: InvalidationRequest, removed: number, origin: 'local' | 'remote'): void
+  loaderFailed? (kind: string, id: string, userId: string, error: Error): void
+}
+
+/**
+ * The engine behind the seed's facade (lib/cache.ts): construction, the hit
+ * path, loads, writes, invalidation, the shared layer, stats and close.
+ */
+export class Engine {
+  readonly options: Readonly<ResolvedCacheOptions>
+  /** Observers of invalidations and resolver failures (the plugin logs through them). */
+  observer: CacheObserver = {}
+
+  readonly #kinds: Kinds
+  readonly #stats = new Stats()
+  readonly #store: Store
+  readonly #loads: Loads
+  readonly #cached: CachedFunctions
+  readonly #sweeper: Sweeper
+
+  readonly #now: () => number
+  readonly #random: () => number
+  readonly #negativeTtlMs: number
+  readonly #jitter: number
+  readonly #compressAbove: number
+  readonly #refreshRatio: number
+
+  #busDownSince = 0
+  #busMaxStaleMs = 5000
+  #shared: SharedLayer | undefined
+  #closed = false
+
+  constructor (options: CacheOptions = {}) {
+    const o = resolveCacheOptions(options)
+    this.options = Object.freeze(o)
+    this.#now = o.now
+    this.#random = o.random
+    this.#negativeTtlMs = o.negativeTtlSeconds * 1000
+    this.#jitter = o.ttlJitterPercent / 100
+    this.#compressAbove = o.compressionEnabled ? o.compressionThresholdBytes : Infinity
+    this.#refreshRatio = o.warmingEnabled ? DEFAULT_REFRESH_AHEAD_RATIO : Infinity
+    const kinds = this.#kinds = new Kinds(this.options)
+    this.#store = new Store(kinds, o.maxEntries, Math.floor(o.maxSizeMb * MB), this.#stats)
+    this.#loads = new Loads(this.#stats, this.#loadHost())
+    this.#cached = new CachedFunctions({
+      options: this.options,
+      kinds,
+      lookup: (kind, id, userId) => this.lookup(kind, id, userId),
+      join: (kind, id, userId, call) => this.#loads.join(kind, id, userId, false, call)
+    })
+    const store = this.#store
+    this.#sweeper = new Sweeper({ now: o.now, entries: () => store.entries(), expire: (entry) => store.remove(entry, 'expire') }, o.cleanupIntervalSeconds)
+  }
+
+  #loadHost (): LoadHost {
+    const cache = this
+    const timeoutMs = this.options.loaderTimeoutMs
+    return {
+      get shared () { return cache.#shared },
+      now: this.#now,
+      call: (load, call) => callResolver(load.kind, timeoutMs, this.#stats, call, (error) => this.#failed(load, error)),
+      accept: (kind, raw) => validateAnswer(kind.validation, raw),
+      tagsOf: (baseTags, value) => this.#tagsOf(baseTags, value),
+      ttlFor: (kind, value) => this.#ttlFor(kind, value, undefined),
+      store: (load, value, json, ttlMs, tags) => this.#write(load.kind, load.id, load.userId, load.key, value, json, ttlMs, tags)
+    }
+  }
+
+  /** The kinds that have a resolver (built-in and custom). */
+  get kinds (): string[] {
+    return this.#kinds.names
+  }
+
+  /** True when `kind` has a resolver. */
+  hasKind (kind: string): boolean {
+    return this.#kinds.has(kind)
+  }
+
+  /** The handle of a kind with a resolver, for callers that look it up once (route checks). */
+  kind (kind: string): KindHandle {
+    return this.#kinds.handle(kind)
+  }
+
+  protected state (kind: string | KindHandle): KindState {
+    return this.#kinds.state(kind)
+  }
+
+  /** Throws FST_AUTHZ_BAD_ID unless `id` is a non-empty string no longer than `maxIdLength`. */
+  checkId (what: string, id: unknown): string {
+    if (typeof id !== 'string' || id.length === 0 || id.length > this.options.maxIdLength) {
+      throw new FST_AUTHZ_BAD_ID(what, typeof id === 'string' && id.length > 0
+        ? `longer than ${this.options.maxIdLength} characters`
+        : `expected a non-empty string, got ${describe(id)}`)
+    }
+    return id
+  }
+
+  // ---------------------------------------------------------------- hit path
+
+  /**
+   * The synchronous hit path: the cached value of (kind, id, user), or
+   * `undefined` on a miss. Counts the hit or the miss. Ids are not validated
+   * here (callers that take ids from outside use `checkId` first).
+   */
+  lookup (kind: KindHandle | string, id: string, userId: string): unknown {
+    const state = typeof kind === 'string' ? this.state(kind) : kind as KindState
+    const stats = this.#stats
+    const sampled = (++stats.accesses & SAMPLE_MASK) === 0
+    const start = sampled ? performance.now() : 0
+    const slot = state.index.get(id)
+    if (slot !== undefined) {
+      const entry = slot instanceof Entry ? (slot.userId === userId ? slot : undefined) : slot.get(userId)
+      if (entry !== undefined) {
+        const now = this.#now()
+        if (entry.expiresAt > now && (this.#busDownSince === 0 || now - entry.storedAt <= this.#busMaxStaleMs)) {
+          // Recency is a bit on the entry (read anyway for its expiry), not a list move: see engine/eviction.ts.
+          if (!entry.used) entry.used = true
+          state.hits++
+          if (entry.refreshAt <= now) this.#refresh(entry)
+          const value = entry.packed === undefined ? entry.value : unpack(entry.packed)
+          if (sampled) stats.sample(performance.now() - start)
+          return value
+        }
+        if (entry.expiresAt <= now) this.#store.remove(entry, 'expire')
+      }
+    }
+    state.misses++
+    return undefined
+  }
+
+  // ------------------------------------------------------------------ loads
+
+  /**
+   * The cached decision, or one resolver call shared by every concurrent
+   * miss on the key. Rejects with FST_AUTHZ_RESOLVER_FAILED /
+   * FST_AUTHZ_RESOLVER_TIMEOUT (never cached) when the resolver fails.
+   * `fresh` skips the cache, reloads and stores the result.
+   */
+  async getOrLoad (kind: KindHandle | string, userId: string, id: string | undefined, options?: { fresh?: boolean, resolver?: Resolver }): Promise<Decision> {
+    const state = this.state(kind)
+    this.checkId('userId', userId)
+    const resourceId = state.name === 'profile' ? userId : this.checkId(`${state.name} id`, id)
+    if (options?.fresh !== true) {
+      const hit = this.lookup(state, resourceId, userId)
+      if (hit !== undefined) return hit as Decision
+    }
+    return this.load(state, resourceId, userId, options?.fresh === true, options?.resolver) as Promise<Decision>
+  }
+
+  /**
+   * The miss path (after `lookup` answered `undefined`): joins the load in
+   * flight for the key or starts one. Ids must already be valid.
+   */
+  load (kind: KindHandle, id: string, userId: string, fresh = false, resolver?: Resolver): Promise<unknown> {
+    const state = kind as KindState
+    const fn = resolver ?? state.resolver
+    if (fn === undefined) return Promise.reject(new FST_AUTHZ_UNKNOWN_KIND(JSON.stringify(state.name)))
+    return this.#loads.join(state, id, userId, fresh, (signal) => fn({ kind: state.name, userId, id, signal }))
+  }
+
+  #failed (load: Load, error: Error): void {
+    try {
+      this.observer.loaderFailed?.(load.kind.name, load.id, load.userId, error)
+    } catch {
+      // An observer (a logger choking on what a resolver threw) must not turn the 503 into another error.
+    }
+  }
+
+  #tagsOf (baseTags: string[], value: unknown): string[] {
+    const extra = (value as Decision | null)?.tags
+    return isStringArray(extra) && extra.length > 0 ? [...new Set([...baseTags, ...extra])] : baseTags
+  }
+
+  #ttlFor (state: KindState, value: unknown, ttlMs: number | undefined): number {
+    let base = ttlMs ?? state.fixedTtlMs
+    if (base === undefined) {
+      const decision = value as Decision | null
+      const own = decision?.ttlSeconds
+      base = typeof own === 'number' && own > 0 && Number.isFinite(own)
+        ? own * 1000
+        : decision !== null && typeof decision === 'object' && decision.granted === false ? this.#negativeTtlMs : state.grantTtlMs
+    }
+    // Jitter only ever shortens: a TTL is a staleness promise.
+    return base * (1 - this.#random() * this.#jitter)
+  }
+
+  #refresh (entry: Entry): void {
+    const state = entry.kind
+    if (state.resolver === undefined || this.#loads.has(entry.key) || this.#closed) return
+    const resolver = state.resolver
+    const load = this.#loads.start(state, entry.id, entry.userId, entry.key,
+      (signal) => resolver({ kind: state.name, userId: entry.userId, id: entry.id, signal }))
+    // A failed refresh leaves the entry to expire as it would have; the failure is counted and observed.
+    load.promise.catch(() => {})
+  }
+
+  /** The uuid-validation kind, made on first use. */
+  protected uuidState (): KindState {
+    return this.#kinds.uuid()
+  }
+
+  /** `{ value, hit }` of the seed's getters, ids checked. */
+  protected lookupResult<T> (kind: string, id: string, userId: string): CacheLookup<T> {
+    const state = this.state(kind)
+    this.checkId('userId', userId)
+    this.checkId(`${kind} id`, id)
+    const value = this.lookup(state, id, userId) as T | undefined
+    return { value, hit: value !== undefined }
+  }
+
+  // ----------------------------------------------------------------- writes
+
+  /** Stores `value`, the frozen copy `validateAnswer` made (callers share it: none can change what others see), and its `json`. */
+  #write (state: KindState, id: string, userId: string, key: string, value: unknown, json: string, ttlMs: number, tags: string[]): void {
+    if (this.#closed || !(ttlMs > 0)) return
+    let stored: unknown = value
+    let packed: Buffer | undefined
+    let size = Buffer.byteLength(json)
+    if (size > this.#compressAbove) {
+      packed = pack(json)
+      size = packed.length
+      stored = undefined
+    }
+    const now = this.#now()
+    this.#store.insert(state, id, userId, key, stored, packed, size, tags, now, ttlMs,
+      this.#refreshRatio === Infinity ? Infinity : now + ttlMs * this.#refreshRatio)
+  }
+
+  /**
+   * Stores a value directly (the seed's `set*` methods, warming). The value
+   * is validated like a resolver's answer; an invalidation wins over nothing
+   * here because there is no load to fence.
+   */
+  set (kind: KindHandle | string, userId: string, id: string | undefined, value: Decision | null, options?: { ttlSeconds?: number }): void {
+    const state = this.state(kind)
+    this.checkId('userId', userId)
+    const resourceId = state.name === 'profile' ? userId : this.checkId(`${state.name} id`, id)
+    this.put(state, resourceId, userId, state.keyOf(resourceId, userId), value, options?.ttlSeconds)
+  }
+
+  protected put (state: KindState, id: string, userId: string, key: string, raw: unknown, ttlSeconds: number | undefined): void {
+    const accepted = validateAnswer(state.validation, raw)
+    if (accepted instanceof Error) throw new FST_AUTHZ_OPTIONS('value', accepted.message, { cause: accepted })
+    const { value, json } = accepted
+    if (json === undefined) throw new FST_AUTHZ_OPTIONS('value', 'must not be undefined')
+    if (ttlSeconds !== undefined && !(typeof ttlSeconds === 'number' && ttlSeconds > 0 && Number.isFinite(ttlSeconds))) {
+      throw new FST_AUTHZ_OPTIONS('ttlSeconds', `must be a positive number, got ${describe(ttlSeconds)}`)
+    }
+    const tags = this.#tagsOf(state.baseTags(id, userId), value)
+    // A direct write is an answer given now: it replaces what a load in flight would store.
+    this.#loads.fenceKey(key)
+    this.#write(state, id, userId, key, value, json, this.#ttlFor(state, value, ttlSeconds === undefined ? undefined : ttlSeconds * 1000), tags)
+  }
+
+  /**
+   * Preloads entries (the `warm` option at startup, or any time). Returns
+   * how many were stored.
+   */
+  async warm (entries: Iterable<WarmEntry> | AsyncIterable<WarmEntry>): Promise<number> {
+    let stored = 0
+    for await (const entry of entries) {
+      if (!isPlainObject(entry)) throw new FST_AUTHZ_OPTIONS('warm', `entries must be objects, got ${describe(entry)}`)
+      this.set(entry.kind, entry.userId, entry.id, entry.decision)
+      stored++
+    }
+    return stored
+  }
+
+  /**
+   * Wraps an async function in the cache: one call per distinct arguments
+   * at a time, results kept for `ttlSeconds`, failures never cached, and
+   * invalidations fence calls in flight like any load (engine/cached.ts).
+   */
+  cached<A extends unknown[], R> (fn: (...args: A) => R | Promise<R>, options: CachedOptions = {}): (...args: A) => Promise<Awaited<R>> {
+    return this.#cached.wrap(fn, options)
+  }
+
+  // ----------------------------------------------------------- invalidation
+
+  /**
+   * Applies an invalidation here and, when a shared layer is attached, in
+   * L2 and on every other instance before resolving. Returns how many local
+   * entries were removed.
+   */
+  async invalidate (request: InvalidationRequest, options?: { silent?: boolean }): Promise<number> {
+    const removed = this.apply(request, 'local', options?.silent === true)
+    if (this.#shared !== undefined) await this.#shared.publish(request)
+    return removed
+  }
+
+  /** Applies here, and publishes in the background (the synchronous invalidation methods). */
+  protected local (request: InvalidationRequest): number {
+    const removed = this.apply(request, 'local')
+    if (this.#shared !== undefined) this.#shared.publish(request).catch(() => {})
+    return removed
+  }
+
+  /**
+   * Applies an invalidation to this instance only (what the bus calls for a
+   * message from another instance). Validates the request, fences loads in
+   * flight that it touches, and returns how many entries it removed.
+   */
+  apply (request: InvalidationRequest, origin: 'local' | 'remote' = 'local', silent = false): number {
+    const removed = applyPlan(planInvalidation(request), this.#store, this.#loads)
+    this.#stats.invalidations += removed
+    if (!silent) this.observer.invalidated?.(request, removed, origin)
+    return removed
+  }
+
+  /** Every live key (for tests and diagnostics; one pass over the cache). */
+  keys (): string[] {
+    const keys: string[] = []
+    for (const entry of this.#store.entries()) keys.push(entry.key)
+    return keys
+  }
+
+  // ----------------------------------------------------------- maintenance
+
+  /**
+   * Removes every expired entry now and answers how many. O(n) in the
+   * entries held and synchronous (it blocks for as long as it runs): the
+   * background sweep does the same in steps of at most a few milliseconds.
+   */
+  sweep (): number {
+    return this.#sweeper.sweepNow()
+  }
+
+  /**
+   * Attaches the shared layer (Redis): loads read it before calling a
+   * resolver and write what they load to it; invalidations are published.
+   * Answers the handle through which the layer drives this engine.
+   */
+  attachShared (layer: SharedLayer, options: { busOutageMaxStalenessSeconds?: number } = {}): SharedHandle {
+    this.#shared = layer
+    if (options.busOutageMaxStalenessSeconds !== undefined) this.#busMaxStaleMs = options.busOutageMaxStalenessSeconds * 1000
+    return {
+      options: this.options,
+      apply: (request) => this.apply(request, 'remote'),
+      busDown: () => { if (this.#busDownSince === 0) this.#busDownSince = this.#now() || 1 },
+      busUp: () => {
+        if (this.#busDownSince === 0) return 0
+        this.#busDownSince = 0
+        return this.apply({ all: true }, 'remote')
+      },
+      detach: () => { if (this.#shared === layer) this.#shared = undefined }
+    }
+  }
+
+  /** True while the invalidation bus is down (L1 entries older than the staleness bound are not served). */
+  get busIsDown (): boolean {
+    return this.#busDownSince !== 0
+  }
+
+  getStats (): CacheStats {
+    return this.#stats.snapshot(this.#kinds, this.#store.count, this.#store.bytes, this.options, this.#shared?.stats?.())
+  }
+
+  /** Stops the sweep timer and empties the cache. Loads in flight finish but store nothing. */
+  close (): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#sweeper.stop()
+    this.#loads.fenceAll(this.#loads.next())
+    this.#store.clear()
+  }
+}

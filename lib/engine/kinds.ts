@@ -1,0 +1,86 @@
+/**
+ * The kinds the engine knows: the four built-in ones, custom kinds (any
+ * other resolver name), uuid validations and each `cached(fn)`. A kind is a
+ * check kind only when it has a resolver.
+ */
+import { FST_AUTHZ_UNKNOWN_KIND } from '../errors.js'
+import { keyBuilderFor, resourceTag, userTag, uuidValidationKey, type KeyBuilder } from '../keys.js'
+import { BUILT_IN_KINDS, type ResolvedCacheOptions } from '../options.js'
+import type { Resolver } from '../types.js'
+import type { KindHandle, KindState, Validation } from './entry.js'
+
+export class Kinds implements Iterable<KindState> {
+  readonly #map = new Map<string, KindState>()
+  readonly #options: Readonly<ResolvedCacheOptions>
+
+  constructor (options: Readonly<ResolvedCacheOptions>) {
+    this.#options = options
+    for (const kind of BUILT_IN_KINDS) this.add(kind, options.resolvers[kind])
+    for (const [kind, resolver] of Object.entries(options.resolvers)) {
+      if (!this.#map.has(kind)) this.add(kind, resolver)
+    }
+  }
+
+  [Symbol.iterator] (): Iterator<KindState> {
+    return this.#map.values()
+  }
+
+  /** Registers a kind. Defaults: SPEC keys and tags, `authTtlSeconds`, Decision answers (any object for `profile`). */
+  add (name: string, resolver: Resolver | undefined, validation?: Validation, keyOf?: KeyBuilder, baseTags?: KindState['baseTags'], grantTtlSeconds?: number, fixedTtlSeconds?: number): KindState {
+    const state: KindState = {
+      name,
+      index: new Map(),
+      keyOf: keyOf ?? keyBuilderFor(name),
+      baseTags: baseTags ?? (name === 'profile'
+        ? (_id, userId) => [userTag(userId), resourceTag(name, userId)]
+        : (id, userId) => [userTag(userId), resourceTag(name, id)]),
+      grantTtlMs: (grantTtlSeconds ?? this.#options.authTtlSeconds) * 1000,
+      fixedTtlMs: fixedTtlSeconds === undefined ? undefined : fixedTtlSeconds * 1000,
+      validation: validation ?? (name === 'profile' ? 'profile' : 'decision'),
+      resolver,
+      hits: 0,
+      misses: 0
+    }
+    this.#map.set(name, state)
+    return state
+  }
+
+  get (name: string): KindState | undefined {
+    return this.#map.get(name)
+  }
+
+  /** The names of the kinds that have a resolver. */
+  get names (): string[] {
+    const names: string[] = []
+    for (const state of this.#map.values()) if (state.resolver !== undefined) names.push(state.name)
+    return names
+  }
+
+  /** True when `kind` has a resolver. */
+  has (kind: string): boolean {
+    return this.#map.get(kind)?.resolver !== undefined
+  }
+
+  /** The handle of a kind with a resolver; FST_AUTHZ_UNKNOWN_KIND otherwise. */
+  handle (kind: string): KindHandle {
+    const state = this.#map.get(kind)
+    if (state?.resolver === undefined) throw new FST_AUTHZ_UNKNOWN_KIND(JSON.stringify(kind))
+    return state
+  }
+
+  /** The state of a kind (a handle is one); FST_AUTHZ_UNKNOWN_KIND for a name never registered. */
+  state (kind: string | KindHandle): KindState {
+    if (typeof kind !== 'string') return kind as KindState
+    const state = this.#map.get(kind)
+    if (state === undefined) throw new FST_AUTHZ_UNKNOWN_KIND(JSON.stringify(kind))
+    return state
+  }
+
+  /** The uuid-validation kind, made on first use. */
+  uuid (): KindState {
+    return this.#map.get('uuid') ?? this.add('uuid', undefined, 'any',
+      (uuid, context) => uuidValidationKey(uuid, context),
+      (uuid, context) => [resourceTag('uuid', uuid), resourceTag('context', context)],
+      this.#options.uuidValidationTtlSeconds)
+  }
+}
