@@ -24,18 +24,49 @@ export const DEFAULT_REFRESH_AHEAD_RATIO = 0.9
 
 /** The option values a preset sets; explicit options win over them. */
 export interface PresetValues {
+  /**
+   * Hard cap on live entries: an insert that would pass it evicts first, so
+   * the count never exceeds it, even briefly.
+   * @default 10000 (development), 50000 (production)
+   */
   maxEntries: number
+  /**
+   * Cap on the accounted bytes of the entries, in MiB (value after
+   * compression, key, and a fixed per-entry overhead). An entry larger than
+   * the whole cap is not stored.
+   * @default 64 (development), 256 (production)
+   */
   maxSizeMb: number
+  /** TTL of grants and profiles, in seconds (shortened by jitter, never lengthened). @default 600 */
   authTtlSeconds: number
+  /** TTL of denials, in seconds: a stale deny is only an outage, a stale grant a breach. @default 30 */
   negativeTtlSeconds: number
+  /** TTL of `setUuidValidation` entries, in seconds. @default 3600 */
   uuidValidationTtlSeconds: number
+  /** Every TTL is shortened at random by up to this share, against synchronized expiry (0 to 50). @default 10 */
   ttlJitterPercent: number
+  /** Target of the mean sampled hit time, in ms, reported in `performanceTargets`. @default 5 (development), 3 (production) */
   targetAccessTimeMs: number
+  /** Target hit rate, in percent, reported in `performanceTargets`. @default 95 (development), 97 (production) */
   targetHitRatePercent: number
+  /** Deflate stored values larger than `compressionThresholdBytes` (in L1 and L2). @default false (development), true (production) */
   compressionEnabled: boolean
+  /** Serialized size above which a value is compressed, in bytes. @default 1024 */
   compressionThresholdBytes: number
+  /**
+   * Run the `warm` option at startup, and refresh a hot entry in the
+   * background once 90% of its TTL has passed.
+   * @default false (development), true (production)
+   */
   warmingEnabled: boolean
+  /**
+   * Interval of the background sweep of expired entries, in seconds; `0`
+   * turns it off (entries still expire on read). One sweep at a time, in
+   * steps of at most a few milliseconds.
+   * @default 60 (development), 30 (production)
+   */
   cleanupIntervalSeconds: number
+  /** A resolver slower than this fails the check with 503 FST_AUTHZ_RESOLVER_TIMEOUT, in ms. @default 2000 */
   loaderTimeoutMs: number
 }
 

@@ -71,47 +71,80 @@ export interface WarmEntry {
   decision: Decision
 }
 
+/** Hits and misses of one kind. */
 export interface KindStats {
+  /** Lookups answered from L1. */
   hits: number
+  /** Lookups L1 could not answer (absent, expired, or past the bus-outage staleness bound). */
   misses: number
+  /** hits / (hits + misses), in percent, two decimals; 0 before any lookup. */
   hitRatePercent: number
 }
 
+/** `getStats()` and `GET {prefix}/stats`. Counters count since the cache was made. */
 export interface CacheStats {
+  /** L1 hits, all kinds. */
   hits: number
+  /** L1 misses, all kinds. */
   misses: number
+  /** hits / (hits + misses), in percent, two decimals. */
   hitRatePercent: number
-  /** Mean time of a sampled synchronous cache hit, in milliseconds. */
+  /** Mean time of a sampled synchronous cache hit (one hit in 16 is timed), in milliseconds. */
   averageAccessTimeMs: number
-  /** 99th percentile of the sampled hits kept in the window, in milliseconds. */
+  /** 99th percentile of the sampled hits kept in the window (the last 2,048), in milliseconds. */
   p99AccessTimeMs: number
+  /** Live entries. */
   totalEntries: number
+  /** Accounted size of the live entries, in MiB. */
   totalSizeMb: number
+  /** The `maxEntries` cap. */
   maxEntries: number
+  /** The `maxSizeMb` cap. */
   maxSizeMb: number
+  /** Entries removed to stay under a cap. */
   evictions: number
+  /** Entries removed at the end of their TTL (on read or by the sweep). */
   expirations: number
+  /** Entries removed by invalidations (local and from other instances). */
   invalidations: number
+  /** Resolver loads started (L2 reads included: a load reads L2 first). */
   loads: number
+  /** Callers that joined a load already running instead of starting one. */
   coalesced: number
+  /** Resolver failures: threw, rejected, or answered something unacceptable (503, never cached). */
   loaderErrors: number
+  /** Resolver answers later than `loaderTimeoutMs` (503, never cached). */
   loaderTimeouts: number
+  /** Hits and misses per kind (kinds with a resolver, and any other kind looked up). */
   byKind: Record<string, KindStats>
   performanceTargets: {
+    /** The `targetAccessTimeMs` option. */
     targetAccessTimeMs: number
+    /** The `targetHitRatePercent` option. */
     targetHitRatePercent: number
+    /** averageAccessTimeMs <= targetAccessTimeMs. */
     meetingAccessTimeTarget: boolean
+    /** At least one lookup, and hitRatePercent >= targetHitRatePercent. */
     meetingHitRateTarget: boolean
   }
+  /** With `redis` set: the shared layer's counters. */
   redis?: RedisStats
 }
 
+/** The `redis` block of the stats. */
 export interface RedisStats {
+  /** Whether the invalidation bus is subscribed (or, without a bus, the command client is ready). */
   connected: boolean
+  /** L1 misses that Redis answered. */
   l2Hits: number
+  /** L1 misses that Redis did not have. */
   l2Misses: number
+  /** Redis commands that failed (counted as misses; a failed publish is also an FST_AUTHZ_BUS_FAILED). */
   l2Errors: number
+  /** Invalidations published to the bus. */
   published: number
+  /** Invalidation messages received from other instances. */
   received: number
+  /** Times the bus connection was lost. */
   outages: number
 }
