@@ -20,7 +20,7 @@ import {
 import type { CacheLookup, CacheStats, Decision, InvalidationRequest, Resolver, WarmEntry } from '../types.js'
 import { CachedFunctions, type CachedOptions } from './cached.js'
 import { pack, unpack } from './codec.js'
-import { Entry, type KindHandle, type KindState } from './entry.js'
+import { Entry, NO_TAGS, type KindHandle, type KindState } from './entry.js'
 import { applyPlan, planInvalidation } from './invalidation.js'
 import { Kinds } from './kinds.js'
 import { Loads, type Load, type LoadHost } from './loads.js'
@@ -98,7 +98,7 @@ export class Engine {
       accept: (kind, raw) => validateAnswer(kind.validation, raw),
       tagsOf: (baseTags, value) => this.#tagsOf(baseTags, value),
       ttlFor: (kind, value) => this.#ttlFor(kind, value, undefined),
-      store: (load, value, json, ttlMs, tags) => this.#write(load.kind, load.id, load.userId, load.key, value, json, ttlMs, tags)
+      store: (load, value, json, ttlMs) => this.#write(load.kind, load.id, load.userId, load.key, value, json, ttlMs)
     }
   }
 
@@ -247,7 +247,23 @@ export class Engine {
   // ----------------------------------------------------------------- writes
 
   /** Stores `value`, the frozen copy `validateAnswer` made (callers share it: none can change what others see), and its `json`. */
-  #write (state: KindState, id: string, userId: string, key: string, value: unknown, json: string, ttlMs: number, tags: string[]): void {
+  /**
+   * The tags an entry keeps itself: those the index (`{kind}:{id}`) and the
+   * user lists (`user:{userId}`) do not cover. None for most entries.
+   */
+  #ownTags (state: KindState, id: string, userId: string, value: unknown): readonly string[] {
+    const extra = (value as Decision | null)?.tags
+    const hasExtra = isStringArray(extra) && extra.length > 0
+    if (!hasExtra && state.userTagged) return NO_TAGS
+    const covered = new Set([`${state.tagPrefix}:${id}`])
+    if (state.userTagged) covered.add(`user:${userId}`)
+    const own = new Set<string>()
+    for (const tag of state.baseTags(id, userId)) if (!covered.has(tag)) own.add(tag)
+    if (hasExtra) for (const tag of extra) if (!covered.has(tag)) own.add(tag)
+    return own.size === 0 ? NO_TAGS : [...own]
+  }
+
+  #write (state: KindState, id: string, userId: string, key: string, value: unknown, json: string, ttlMs: number): void {
     if (this.#closed || !(ttlMs > 0)) return
     let stored: unknown = value
     let packed: Buffer | undefined
@@ -258,7 +274,7 @@ export class Engine {
       stored = undefined
     }
     const now = this.#now()
-    this.#store.insert(state, id, userId, key, stored, packed, size, tags, now, ttlMs,
+    this.#store.insert(state, id, userId, key, stored, packed, size, this.#ownTags(state, id, userId, value), now, ttlMs,
       this.#refreshRatio === Infinity ? Infinity : now + ttlMs * this.#refreshRatio)
   }
 
@@ -282,10 +298,9 @@ export class Engine {
     if (ttlSeconds !== undefined && !(typeof ttlSeconds === 'number' && ttlSeconds > 0 && Number.isFinite(ttlSeconds))) {
       throw new FST_AUTHZ_OPTIONS('ttlSeconds', `must be a positive number, got ${describe(ttlSeconds)}`)
     }
-    const tags = this.#tagsOf(state.baseTags(id, userId), value)
     // A direct write is an answer given now: it replaces what a load in flight would store.
     this.#loads.fenceKey(key)
-    this.#write(state, id, userId, key, value, json, this.#ttlFor(state, value, ttlSeconds === undefined ? undefined : ttlSeconds * 1000), tags)
+    this.#write(state, id, userId, key, value, json, this.#ttlFor(state, value, ttlSeconds === undefined ? undefined : ttlSeconds * 1000))
   }
 
   /**

@@ -26,6 +26,10 @@ export interface KindState extends KindHandle {
   /** The TTL of every value of the kind, denials included (`cached(fn, { ttlSeconds })`); undefined: by decision. */
   readonly fixedTtlMs: number | undefined
   readonly validation: Validation
+  /** Entries carry the tag `{tagPrefix}:{id}`; the store finds them through `index`, not a tag set. */
+  readonly tagPrefix: string
+  /** Entries carry `user:{userId}`; the store finds them through its per-user lists, not a tag set. */
+  readonly userTagged: boolean
   resolver: Resolver | undefined
   hits: number
   misses: number
@@ -38,6 +42,9 @@ export class Entry {
   /** The eviction ring: the entry stored just before this one, and just after. */
   prev: Entry = this
   next: Entry = this
+  /** The list of the user's entries (kinds with `userTagged`): the neighbours in it. */
+  userPrev: Entry | undefined = undefined
+  userNext: Entry | undefined = undefined
   constructor (
     readonly key: string,
     readonly kind: KindState,
@@ -46,12 +53,16 @@ export class Entry {
     readonly value: unknown,
     readonly packed: Buffer | undefined,
     readonly bytes: number,
-    readonly tags: string[],
+    /** Tags the index and the user lists do not cover (a decision's own `tags`, ...); usually none. */
+    readonly tags: readonly string[],
     readonly storedAt: number,
     readonly expiresAt: number,
     readonly refreshAt: number
   ) {}
 }
+
+/** The `tags` of an entry without tags of its own (shared). */
+export const NO_TAGS: readonly string[] = Object.freeze([])
 
 /** An index slot: one entry, or a map of entries by user id. */
 export type Slot = Entry | Map<string, Entry>

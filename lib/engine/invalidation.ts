@@ -59,26 +59,15 @@ export function applyPlan (plan: Plan, store: Store, loads: Loads): number {
   loads.fenceTouched(seq, plan.tags, (key, tags) => touches(plan, key, tags))
   let removed = 0
   for (const tag of plan.tags) {
-    const set = store.tagged(tag)
-    if (set === undefined) continue
-    for (const entry of set) {
-      store.remove(entry, 'invalidate')
-      removed++
-    }
+    for (const entry of store.tagged(tag)) if (store.remove(entry, 'invalidate')) removed++
   }
   for (const key of plan.keys) {
     const entry = store.peek(key)
-    if (entry !== undefined) {
-      store.remove(entry, 'invalidate')
-      removed++
-    }
+    if (entry !== undefined && store.remove(entry, 'invalidate')) removed++
   }
   for (const pattern of plan.patterns) {
     for (const entry of store.entries()) {
-      if (pattern.test(entry.key)) {
-        store.remove(entry, 'invalidate')
-        removed++
-      }
+      if (pattern.test(entry.key) && store.remove(entry, 'invalidate')) removed++
     }
   }
   return removed

@@ -9,8 +9,11 @@ import { BUILT_IN_KINDS, type ResolvedCacheOptions } from '../options.js'
 import type { Resolver } from '../types.js'
 import type { KindHandle, KindState, Validation } from './entry.js'
 
+const CACHED_PREFIX = 'cached:'
+
 export class Kinds implements Iterable<KindState> {
   readonly #map = new Map<string, KindState>()
+  readonly #byTagPrefix = new Map<string, KindState[]>()
   readonly #options: Readonly<ResolvedCacheOptions>
 
   constructor (options: Readonly<ResolvedCacheOptions>) {
@@ -37,12 +40,24 @@ export class Kinds implements Iterable<KindState> {
       grantTtlMs: (grantTtlSeconds ?? this.#options.authTtlSeconds) * 1000,
       fixedTtlMs: fixedTtlSeconds === undefined ? undefined : fixedTtlSeconds * 1000,
       validation: validation ?? (name === 'profile' ? 'profile' : 'decision'),
+      // Resource tags: `{kind}:{id}`; a cached function's are `{its kind}:{arguments}` (its state is `cached:{kind}`).
+      tagPrefix: name.startsWith(CACHED_PREFIX) ? name.slice(CACHED_PREFIX.length) : name,
+      // Cached functions have no user; uuid validations tag their context instead (kept as an extra tag).
+      userTagged: validation === undefined || validation !== 'any',
       resolver,
       hits: 0,
       misses: 0
     }
     this.#map.set(name, state)
+    const sharing = this.#byTagPrefix.get(state.tagPrefix)
+    if (sharing === undefined) this.#byTagPrefix.set(state.tagPrefix, [state])
+    else sharing.push(state)
     return state
+  }
+
+  /** The kinds whose entries carry the resource tags `{prefix}:{id}`. */
+  byTagPrefix (prefix: string): KindState[] | undefined {
+    return this.#byTagPrefix.get(prefix)
   }
 
   get (name: string): KindState | undefined {

@@ -42,7 +42,7 @@ export interface LoadHost {
   accept (kind: KindState, raw: unknown): Accepted | Error
   tagsOf (baseTags: string[], value: unknown): string[]
   ttlFor (kind: KindState, value: unknown): number
-  store (load: Load, value: unknown, json: string, ttlMs: number, tags: string[]): void
+  store (load: Load, value: unknown, json: string, ttlMs: number): void
 }
 
 export class Loads {
@@ -143,7 +143,7 @@ export class Loads {
       const written = await shared.write(load.key, value, ttlMs, tags, fence)
       if (!written || load.fencedAt !== Infinity) return value
     }
-    host.store(load, value, json, ttlMs, tags)
+    host.store(load, value, json, ttlMs)
     return value
   }
 

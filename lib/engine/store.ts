@@ -1,7 +1,11 @@
 /**
- * The store and its caps. Entries are reachable three ways: by key in a
- * quick-lru (exact-key invalidation, replacement), by (kind, id, user) in the
- * per-kind index the hit path reads, and by tag. The store counts live
+ * The store and its caps. Entries are reachable by key in a quick-lru
+ * (exact-key invalidation, replacement), by (kind, id, user) in the per-kind
+ * index the hit path reads, and by tag. The two tags every entry carries
+ * need no tag set: `{kind}:{id}` is the index's slot for the id, and
+ * `user:{userId}` a list of the user's entries linked through the entries
+ * themselves. Only tags beyond those (a decision's own `tags`) have a set
+ * per tag. The store counts live
  * entries and accounted bytes itself and evicts one entry at a time (the
  * policy in ./eviction.ts) before an insert would cross `maxEntries` or
  * `maxSizeMb`: both caps hold at every moment, not on average.
@@ -18,18 +22,26 @@ import type { Stats } from './stats.js'
 /** Bytes accounted per entry on top of its key and serialized value (entry object, index and LRU slots). */
 export const ENTRY_OVERHEAD_BYTES = 256
 
+/** The kinds, and which of them carry a resource-tag prefix. */
+export interface KindSource extends Iterable<KindState> {
+  byTagPrefix (prefix: string): KindState[] | undefined
+}
+
 export class Store {
   readonly #lru = new QuickLRU<string, Entry>({ maxSize: Number.MAX_SAFE_INTEGER })
+  /** Tags beyond the index and user lists -> their entries. */
   readonly #tags = new Map<string, Set<Entry>>()
+  /** userId -> the newest of the user's entries (of kinds with `userTagged`), linked through `userNext`. */
+  readonly #users = new Map<string, Entry>()
   readonly #ring = new ClockRing()
-  readonly #kinds: Iterable<KindState>
+  readonly #kinds: KindSource
   readonly #maxEntries: number
   readonly #maxBytes: number
   readonly #stats: Stats
   #count = 0
   #bytes = 0
 
-  constructor (kinds: Iterable<KindState>, maxEntries: number, maxBytes: number, stats: Stats) {
+  constructor (kinds: KindSource, maxEntries: number, maxBytes: number, stats: Stats) {
     this.#kinds = kinds
     this.#maxEntries = maxEntries
     this.#maxBytes = maxBytes
@@ -51,9 +63,25 @@ export class Store {
     return this.#lru.peek(key)
   }
 
-  /** The live entries carrying a tag (removing them while iterating is safe). */
-  tagged (tag: string): Set<Entry> | undefined {
-    return this.#tags.get(tag)
+  /** The live entries carrying a tag: its kind's index slot, the user's list, and its own set. */
+  tagged (tag: string): Entry[] {
+    const found: Entry[] = []
+    const colon = tag.indexOf(':')
+    if (colon > 0) {
+      const prefix = tag.slice(0, colon)
+      const rest = tag.slice(colon + 1)
+      if (prefix === 'user') {
+        for (let entry = this.#users.get(rest); entry !== undefined; entry = entry.userNext) found.push(entry)
+      }
+      for (const kind of this.#kinds.byTagPrefix(prefix) ?? []) {
+        const slot = kind.index.get(rest)
+        if (slot instanceof Entry) found.push(slot)
+        else if (slot !== undefined) for (const entry of slot.values()) found.push(entry)
+      }
+    }
+    const own = this.#tags.get(tag)
+    if (own !== undefined) for (const entry of own) found.push(entry)
+    return found
   }
 
   /** Every live entry, kind by kind (removing entries while iterating is safe). */
@@ -65,7 +93,7 @@ export class Store {
    * Stores an entry, replacing the key's previous one, and evicts what the
    * caps need first. An entry larger than the whole byte cap is not stored.
    */
-  insert (kind: KindState, id: string, userId: string, key: string, value: unknown, packed: Buffer | undefined, size: number, tags: string[], now: number, ttlMs: number, refreshAt: number): void {
+  insert (kind: KindState, id: string, userId: string, key: string, value: unknown, packed: Buffer | undefined, size: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number): void {
     const bytes = size + key.length * 2 + ENTRY_OVERHEAD_BYTES
     const existing = this.#lru.peek(key)
     if (existing !== undefined) this.remove(existing, 'replace')
@@ -82,6 +110,14 @@ export class Store {
     if (slot === undefined) kind.index.set(id, entry)
     else if (slot instanceof Entry) kind.index.set(id, new Map([[slot.userId, slot], [userId, entry]]))
     else slot.set(userId, entry)
+    if (kind.userTagged) {
+      const newest = this.#users.get(userId)
+      if (newest !== undefined) {
+        entry.userNext = newest
+        newest.userPrev = entry
+      }
+      this.#users.set(userId, entry)
+    }
     for (const tag of tags) {
       let set = this.#tags.get(tag)
       if (set === undefined) {
@@ -94,9 +130,9 @@ export class Store {
     this.#bytes += bytes
   }
 
-  /** Removes a live entry from every structure (a dead one is left alone). */
-  remove (entry: Entry, reason: RemovalReason): void {
-    if (!entry.live) return
+  /** Removes a live entry from every structure; false when it was already gone. */
+  remove (entry: Entry, reason: RemovalReason): boolean {
+    if (!entry.live) return false
     entry.live = false
     this.#lru.delete(entry.key)
     this.#ring.delete(entry)
@@ -109,6 +145,14 @@ export class Store {
       // Back to the single-entry slot the hit path reads without a second map.
       if (slot.size === 1) index.set(entry.id, slot.values().next().value as Entry)
     }
+    if (entry.kind.userTagged) {
+      const { userPrev, userNext } = entry
+      if (userNext !== undefined) userNext.userPrev = userPrev
+      if (userPrev !== undefined) userPrev.userNext = userNext
+      else if (userNext !== undefined) this.#users.set(entry.userId, userNext)
+      else this.#users.delete(entry.userId)
+      entry.userPrev = entry.userNext = undefined
+    }
     for (const tag of entry.tags) {
       const set = this.#tags.get(tag)
       if (set !== undefined) {
@@ -120,6 +164,7 @@ export class Store {
     this.#bytes -= entry.bytes
     if (reason === 'evict') this.#stats.evictions++
     else if (reason === 'expire') this.#stats.expirations++
+    return true
   }
 
   /** Drops every entry at once; answers how many there were. */
@@ -131,6 +176,7 @@ export class Store {
     }
     this.#lru.clear()
     this.#tags.clear()
+    this.#users.clear()
     this.#ring.clear()
     this.#count = 0
     this.#bytes = 0
