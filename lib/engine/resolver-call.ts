@@ -24,6 +24,18 @@ export type Accepted = { value: unknown, json: string } | { value: undefined, js
 const NOT_STORED: Accepted = { value: undefined, json: undefined }
 const DENIED_ACCEPTED: Accepted = { value: DENIED, json: JSON.stringify(DENIED) }
 
+/**
+ * Authorization answers repeat (`{ granted: true, access: ['read'] }` for
+ * thousands of pairs), so an accepted small answer is interned by its JSON:
+ * the same frozen object is served and stored for every equal answer, which
+ * saves the parse and freeze of each insert and the memory of a copy per
+ * entry. Safe because it is deeply frozen. One table per validation mode (an
+ * answer accepted as `any` is not thereby a valid Decision).
+ */
+const INTERN_MAX_JSON = 256
+const INTERN_MAX_VALUES = 4096
+const INTERNED: Record<Validation, Map<string, Accepted>> = { decision: new Map(), profile: new Map(), any: new Map() }
+
 /** What the load timer rejects with: private, so no resolver can throw it. */
 const TIMED_OUT = Symbol('fastify-authz-cache.timedOut')
 
@@ -117,6 +129,8 @@ export function validateAnswer (validation: Validation, raw: unknown): Accepted 
   if (json === undefined) {
     return new TypeError(`JSON cannot hold the answer: ${typeof raw === 'object' ? 'its toJSON gives undefined' : `got a ${typeof raw}`}`)
   }
+  const interned = json.length <= INTERN_MAX_JSON ? INTERNED[validation].get(json) : undefined
+  if (interned !== undefined) return interned
   const copy: unknown = JSON.parse(json)
   if (validation !== 'any') {
     if (!isPlainObject(copy)) return new TypeError(`got an answer whose JSON is ${describe(copy)}, not a Decision`)
@@ -130,5 +144,12 @@ export function validateAnswer (validation: Validation, raw: unknown): Accepted 
       return new TypeError('Decision.ttlSeconds must be a positive number')
     }
   }
-  return { value: deepFreeze(copy), json }
+  const accepted = { value: deepFreeze(copy), json }
+  if (json.length <= INTERN_MAX_JSON) {
+    const table = INTERNED[validation]
+    // A generation at a time: when full, start over (no per-hit bookkeeping).
+    if (table.size >= INTERN_MAX_VALUES) table.clear()
+    table.set(json, accepted)
+  }
+  return accepted
 }
