@@ -4,39 +4,35 @@
  * BENCHMARKS.md with the machine, the versions, a table per benchmark and
  * how to re-run one.
  *
- *   npm run bench                      # all, then BENCHMARKS.md
- *   npm run bench -- engine http       # some; BENCHMARKS.md keeps the others' last section
- *   node dist/bench/engine.js          # one, printed only
+ * Sections, in run order and in BENCHMARKS.md order: engine, memory,
+ * eviction, sweep (the L1 engine in process, and in child processes or
+ * worker threads for memory and eviction), then http and redis (servers and
+ * Redis around it).
+ *
+ *   npm run bench                                  # all, then BENCHMARKS.md
+ *   npm run bench -- engine memory eviction sweep  # some; BENCHMARKS.md keeps the others' last section
+ *   node dist/bench/engine.js                      # one, printed only
  */
 import os from 'node:os'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import * as engine from './engine.js'
+import * as memory from './memory.js'
+import * as eviction from './eviction.js'
+import * as sweep from './sweep.js'
 import * as http from './http.js'
 import * as redis from './redis.js'
+import { targetsTable } from './support/format.js'
+import { packageVersions } from './support/machine.js'
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const OUT = `${ROOT}BENCHMARKS.md`
 
 const log = (line: string): void => { process.stderr.write(`${line}\n`) }
 
-function version (name: string): string {
-  try {
-    return JSON.parse(readFileSync(`${ROOT}node_modules/${name}/package.json`, 'utf8')).version
-  } catch {
-    return 'not installed'
-  }
-}
-
 const PACKAGES = ['fastify', '@fastify/jwt', 'fast-jwt', 'quick-lru', 'lru-cache', 'async-cache-dedupe', 'bentocache', 'ioredis', 'mitata', 'autocannon']
 
 interface Section { name: string, title: string, rerun: string, body: string }
-
-function targetsTable (rows: Array<{ name: string, pass: boolean | null, detail: string }>): string {
-  const lines = ['| target | result | measured |', '|---|---|---|']
-  for (const row of rows) lines.push(`| ${row.name} | ${row.pass === null ? 'not run' : row.pass ? 'pass' : '**miss**'} | ${row.detail} |`)
-  return lines.join('\n')
-}
 
 async function engineSection (): Promise<Section> {
   log('engine micro-benchmark...')
@@ -49,6 +45,38 @@ async function engineSection (): Promise<Section> {
     body: `${targetsTable(targets)}\n\n\`\`\`\n${engine.formatResult(result)}\n\`\`\``
   }
 }
+
+interface MarkdownBench<R> {
+  run: (options: { log: (line: string) => void }) => Promise<R>
+  formatResult: (result: R) => string
+}
+
+/** A section whose report is markdown already and starts with its own targets table (memory, eviction, sweep). */
+function markdownSection<R> (bench: MarkdownBench<R>, section: Omit<Section, 'body'>, what: string): () => Promise<Section> {
+  return async () => {
+    log(`${section.name} benchmark (${what})...`)
+    const result = await bench.run({ log })
+    return { ...section, body: bench.formatResult(result) }
+  }
+}
+
+const memorySection = markdownSection(memory, {
+  name: 'memory',
+  title: 'Memory: what an entry retains, against lru-cache, and what the cache accounts',
+  rerun: 'npm run build && node dist/bench/memory.js [--runs 3] [--concurrency 2] [--only s1-authz,s1-lru]'
+}, 'child processes, against lru-cache')
+
+const evictionSection = markdownSection(eviction, {
+  name: 'eviction',
+  title: 'Eviction: one insert into a full cache, against lru-cache',
+  rerun: 'npm run build && node dist/bench/eviction.js [--sizes 10000,100000,1000000] [--rounds 5] [--batch 10000] [--deadline 20]'
+}, 'insert cost against lru-cache, a worker thread per size')
+
+const sweepSection = markdownSection(sweep, {
+  name: 'sweep',
+  title: 'Sweeps: the event loop while expired entries go, and the hit ratio',
+  rerun: 'npm run build && node dist/bench/sweep.js [--entries 1000000] [--wait 60] [--requests 1000000]'
+}, 'event-loop delay of the background sweep, Zipf hit ratio')
 
 async function httpSection (): Promise<Section> {
   log('HTTP benchmark (autocannon, server in a child process)...')
@@ -78,7 +106,14 @@ async function redisSection (): Promise<Section> {
   }
 }
 
-const RUNNERS: Record<string, () => Promise<Section>> = { engine: engineSection, http: httpSection, redis: redisSection }
+const RUNNERS: Record<string, () => Promise<Section>> = {
+  engine: engineSection,
+  memory: memorySection,
+  eviction: evictionSection,
+  sweep: sweepSection,
+  http: httpSection,
+  redis: redisSection
+}
 
 /** The sections of the current BENCHMARKS.md, to keep those not re-run. */
 function previousSections (): Map<string, string> {
@@ -91,25 +126,27 @@ function previousSections (): Map<string, string> {
 
 async function main (): Promise<void> {
   const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'))
-  for (const name of asked) if (RUNNERS[name] === undefined) throw new Error(`unknown benchmark ${JSON.stringify(name)} (engine, http, redis)`)
+  for (const name of asked) if (RUNNERS[name] === undefined) throw new Error(`unknown benchmark ${JSON.stringify(name)} (${Object.keys(RUNNERS).join(', ')})`)
   const names = asked.length > 0 ? asked : Object.keys(RUNNERS)
   const kept = previousSections()
   const fresh = new Map<string, string>()
   const started = new Date()
+  const loadAtStart = os.loadavg()
   for (const name of names) {
     const t0 = Date.now()
     const section = await RUNNERS[name]()
     fresh.set(name, `## ${section.title}\n\nRe-run: \`${section.rerun}\` (took ${Math.round((Date.now() - t0) / 1000)} s on ${started.toISOString().slice(0, 10)}).\n\n${section.body}\n`)
   }
   const cpus = os.cpus()
+  const versions = packageVersions(PACKAGES)
   const header = [
     '# Benchmarks',
     '',
     'Written by `npm run bench` (bench/run.ts); every number below comes from its last run. Benchmarks run one after the other, never two at once, and compare contenders side by side in interleaved rounds. No test asserts on time: speed is measured here.',
     '',
     `- Machine: ${cpus[0]?.model ?? 'unknown'}, ${cpus.length} cores, ${Math.round(os.totalmem() / 1024 ** 3)} GiB, ${os.platform()} ${os.release()}`,
-    `- Node ${process.version} (V8 ${process.versions.v8}); load average at the start ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
-    `- Packages: ${PACKAGES.map((p) => `${p} ${version(p)}`).join(', ')}`,
+    `- Node ${process.version} (V8 ${process.versions.v8}); load average at the start ${loadAtStart.map((l) => l.toFixed(2)).join(' ')}`,
+    `- Packages: ${Object.entries(versions).map(([name, v]) => `${name} ${v}`).join(', ')}`,
     '',
     'Reading the HTTP numbers: on this 2-core VM req/s moves 10-40% between runs of the same server, even with the load generator and the server pinned to a core each, so the HTTP targets use the median of per-round paired ratios. A CPU profile of the `plugin` server (`node --cpu-prof`) puts the plugin\'s own route check at about 0.1-0.3 us of the ~40 us a request costs; the rest is Fastify, @fastify/jwt and the socket write (`writev`, 15-19 us). In some runs the `plugin-bus` server (strictly more code than `plugin`) measured at the JWT-only rate while `plugin` measured 10-20% below it; their profiles differed only in kernel write time, not in JavaScript. The in-process rows isolate what the plugin adds.',
     ''
