@@ -27,7 +27,7 @@ export type { CachedOptions } from './engine/cached.js'
 export type { CacheObserver } from './engine/engine.js'
 export type { KindHandle } from './engine/entry.js'
 export type { SharedHandle, SharedLayer, SharedRead } from './engine/shared.js'
-export { ENTRY_OVERHEAD_BYTES } from './engine/store.js'
+export { ENTRY_OVERHEAD_BYTES, accountedBytes } from './engine/store.js'
 export { ACCESS_SAMPLE_EVERY, ACCESS_SAMPLE_WINDOW } from './engine/stats.js'
 
 export class AuthzCache extends Engine {

@@ -1,5 +1,6 @@
 import { test } from 'tap'
-import { AuthzCache, ENTRY_OVERHEAD_BYTES } from '../lib/cache.js'
+import { AuthzCache } from '../lib/cache.js'
+import { accountedBytes } from '../lib/engine/store.js'
 import { U1, tableResolver } from './helpers.js'
 
 function engine (extra: Record<string, unknown> = {}): AuthzCache {
@@ -53,7 +54,7 @@ test('maxSizeMb holds: accounted bytes never pass the cap', async (t) => {
   t.ok(stats.totalEntries > 20, `holds ${stats.totalEntries} entries`)
   t.ok(stats.totalEntries < 60)
   t.ok(stats.evictions > 400)
-  const perEntry = Buffer.byteLength(JSON.stringify({ granted: true, note: payload })) + `auth:gen:g400:user:${U1}:access`.length * 2 + ENTRY_OVERHEAD_BYTES
+  const perEntry = accountedBytes(Buffer.byteLength(JSON.stringify({ granted: true, note: payload })), undefined, `auth:gen:g400:user:${U1}:access`, [])
   t.ok(Math.abs(stats.totalSizeMb * 1024 * 1024 - stats.totalEntries * perEntry) < 1, 'bytes are the sum of the entries')
 })
 

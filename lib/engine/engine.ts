@@ -267,10 +267,9 @@ export class Engine {
     if (this.#closed || !(ttlMs > 0)) return
     let stored: unknown = value
     let packed: Buffer | undefined
-    let size = Buffer.byteLength(json)
+    const size = Buffer.byteLength(json)
     if (size > this.#compressAbove) {
       packed = pack(json)
-      size = packed.length
       stored = undefined
     }
     const now = this.#now()

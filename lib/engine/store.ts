@@ -19,8 +19,26 @@ import { Entry, slotEntries, type KindState, type RemovalReason } from './entry.
 import { ClockRing } from './eviction.js'
 import type { Stats } from './stats.js'
 
-/** Bytes accounted per entry on top of its key and serialized value (entry object, index and LRU slots). */
-export const ENTRY_OVERHEAD_BYTES = 256
+/**
+ * Accounted bytes track the real retained bytes (heap and buffers), within
+ * the SPEC's 25%, with constants measured by bench/memory.ts on V8 (Node 20):
+ * per entry, the Entry object, its slots in the quick-lru map, the index and
+ * the ring; a parsed value holds about 1.5 times its JSON (object headers,
+ * string headers, array slots); a packed value its bytes plus the Buffer
+ * object; each tag an entry keeps itself, its string and its place in a tag set.
+ */
+export const ENTRY_OVERHEAD_BYTES = 330
+export const PARSED_VALUE_FACTOR = 1.5
+export const PACKED_VALUE_OVERHEAD_BYTES = 150
+export const OWN_TAG_OVERHEAD_BYTES = 160
+
+/** The accounted size of an entry: its value (parsed, or packed), its key, its own tags, and the fixed overhead. */
+export function accountedBytes (jsonBytes: number, packed: Buffer | undefined, key: string, ownTags: readonly string[]): number {
+  let bytes = (packed === undefined ? Math.ceil(jsonBytes * PARSED_VALUE_FACTOR) : packed.length + PACKED_VALUE_OVERHEAD_BYTES) +
+    key.length * 2 + ENTRY_OVERHEAD_BYTES
+  for (const tag of ownTags) bytes += tag.length * 2 + OWN_TAG_OVERHEAD_BYTES
+  return bytes
+}
 
 /** The kinds, and which of them carry a resource-tag prefix. */
 export interface KindSource extends Iterable<KindState> {
@@ -93,8 +111,8 @@ export class Store {
    * Stores an entry, replacing the key's previous one, and evicts what the
    * caps need first. An entry larger than the whole byte cap is not stored.
    */
-  insert (kind: KindState, id: string, userId: string, key: string, value: unknown, packed: Buffer | undefined, size: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number): void {
-    const bytes = size + key.length * 2 + ENTRY_OVERHEAD_BYTES
+  insert (kind: KindState, id: string, userId: string, key: string, value: unknown, packed: Buffer | undefined, jsonBytes: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number): void {
+    const bytes = accountedBytes(jsonBytes, packed, key, tags)
     const existing = this.#lru.peek(key)
     if (existing !== undefined) this.remove(existing, 'replace')
     if (bytes > this.#maxBytes) return
