@@ -30,7 +30,7 @@ import type { Stats } from './stats.js'
 export const ENTRY_OVERHEAD_BYTES = 330
 export const PARSED_VALUE_FACTOR = 1.5
 export const PACKED_VALUE_OVERHEAD_BYTES = 150
-export const OWN_TAG_OVERHEAD_BYTES = 160
+export const OWN_TAG_OVERHEAD_BYTES = 240
 
 /** The accounted size of an entry: its value (parsed, or packed), its key, its own tags, and the fixed overhead. */
 export function accountedBytes (jsonBytes: number, packed: Buffer | undefined, key: string, ownTags: readonly string[]): number {
