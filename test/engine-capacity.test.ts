@@ -1,6 +1,7 @@
 import { test } from 'tap'
 import { AuthzCache } from '../lib/cache.js'
 import { accountedBytes } from '../lib/engine/store.js'
+import { MAX_SECOND_CHANCES } from '../lib/engine/eviction.js'
 import { U1, tableResolver } from './helpers.js'
 
 function engine (extra: Record<string, unknown> = {}): AuthzCache {
@@ -84,4 +85,18 @@ test('evicted entries leave the tag index', async (t) => {
   for (let i = 0; i < 10; i++) cache.setGenerationAccess(`g${i}`, `u${i}`, { granted: true, tags: ['shared'] })
   t.equal(cache.invalidateByTags(['shared']), 3, 'only live entries are still indexed')
   t.equal(cache.invalidateUserData('u0'), 0)
+})
+
+test('after every entry was read, one insert evicts exactly one entry (the hand walks at most MAX_SECOND_CHANCES entries; it walked the whole cache)', async (t) => {
+  const cache = engine({ maxEntries: 1000 })
+  t.teardown(() => cache.close())
+  for (let i = 0; i < 1000; i++) cache.setGenerationAccess(`g${i}`, U1, { granted: true })
+  for (let i = 0; i < 1000; i++) t.equal(cache.getGenerationAccess(`g${i}`, U1).hit, true) // every used bit set
+  cache.setGenerationAccess('new', U1, { granted: true })
+  const stats = cache.getStats()
+  t.equal(stats.evictions, 1, 'one eviction')
+  t.equal(stats.totalEntries, 1000, 'the cap holds')
+  const gone = Array.from({ length: 1000 }, (_, i) => `g${i}`).filter((id) => !cache.getGenerationAccess(id, U1).hit)
+  t.same(gone, [`g${MAX_SECOND_CHANCES}`], 'the hand cleared the bits of the first MAX_SECOND_CHANCES entries and took the next one')
+  t.equal(cache.getGenerationAccess('new', U1).hit, true)
 })
