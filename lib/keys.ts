@@ -44,6 +44,56 @@ export function keyBuilderFor (kind: string): KeyBuilder {
   }
 }
 
+/** Undoes `escapeKeySegment`; undefined for a segment no escape could have made (a separator, a wildcard, a stray `%`). */
+export function unescapeKeySegment (segment: string): string | undefined {
+  if (segment.includes(':') || segment.includes('*')) return undefined
+  if (!segment.includes('%')) return segment
+  let out = ''
+  let from = 0
+  for (let at = segment.indexOf('%'); at !== -1; at = segment.indexOf('%', from)) {
+    const code = segment.slice(at, at + 3)
+    const char = code === '%25' ? '%' : code === '%3A' ? ':' : code === '%2A' ? '*' : undefined
+    if (char === undefined) return undefined
+    out += segment.slice(from, at) + char
+    from = at + 3
+  }
+  return out + segment.slice(from)
+}
+
+/** Where a key points: the name of its kind's state, and the (id, userId) pair its key builder took. */
+export interface KeyAddress {
+  readonly kind: string
+  readonly id: string
+  readonly userId: string
+}
+
+/**
+ * The address of a key of the hierarchy above, read back from the key
+ * itself (the store keeps no key -> entry map: it derives keys). Undefined
+ * for anything else, and for uuid validations, whose key holds a hash of the
+ * uuid rather than the uuid. The caller confirms with the kind's key builder
+ * that the address builds the very same key.
+ */
+export function parseKey (key: string): KeyAddress | undefined {
+  if (key.startsWith('cached:')) {
+    const colon = key.indexOf(':', 7)
+    if (colon === -1) return undefined
+    const id = unescapeKeySegment(key.slice(colon + 1))
+    return id === undefined ? undefined : { kind: key.slice(0, colon), id, userId: '' }
+  }
+  if (!key.startsWith('auth:')) return undefined
+  const parts = key.split(':', 7)
+  if (parts.length === 4 && parts[1] === 'user' && parts[3] === 'profile') {
+    const userId = unescapeKeySegment(parts[2])
+    return userId === undefined ? undefined : { kind: 'profile', id: userId, userId }
+  }
+  if (parts.length !== 6 || parts[3] !== 'user') return undefined
+  const id = unescapeKeySegment(parts[2])
+  const userId = unescapeKeySegment(parts[4])
+  if (id === undefined || userId === undefined) return undefined
+  return { kind: parts[1] === 'gen' ? 'generation' : parts[1], id, userId }
+}
+
 /** The `uuidHash` segment of a uuid-validation key: the uuid is not kept in the key. */
 export function uuidHash (uuid: string): string {
   return createHash('sha256').update(uuid).digest('hex').slice(0, 32)

@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import fc from 'fast-check'
-import { compilePattern, escapeKeySegment, keyBuilderFor, stableSerialize } from '../lib/keys.js'
+import { cachedFunctionKey, compilePattern, escapeKeySegment, keyBuilderFor, parseKey, stableSerialize, unescapeKeySegment } from '../lib/keys.js'
 import { AuthzCache } from '../lib/cache.js'
 
 const adversarial = fc.oneof(
@@ -66,4 +66,48 @@ test('stableSerialize ignores key order and tells types apart', async (t) => {
   t.not(stableSerialize([null]), stableSerialize([undefined]))
   t.not(stableSerialize([new Date(0)]), stableSerialize(['1970-01-01T00:00:00.000Z']), 'a Date is not its ISO string')
   t.equal(stableSerialize([10n]), '[10n]')
+})
+
+test('a key parses back to the (kind, id, user) that built it, and nothing else parses', async (t) => {
+  fc.assert(fc.property(kinds, adversarial, adversarial, (kind, id, user) => {
+    const key = keyBuilderFor(kind)(id, user)
+    const address = parseKey(key)
+    if (address === undefined) return false
+    // a profile key has no resource id: the store indexes profiles by the user id
+    return address.kind === kind && address.userId === user && address.id === (kind === 'profile' ? user : id)
+  }), { numRuns: 20_000 })
+  fc.assert(fc.property(fc.constantFrom('fn', 'a_b'), adversarial, (name, argumentsKey) => {
+    const address = parseKey(cachedFunctionKey(name, argumentsKey))
+    return address?.kind === `cached:${name}` && address.id === argumentsKey && address.userId === ''
+  }), { numRuns: 5000 })
+  // Hostile keys: parsing never throws, and a parsed id or user never holds a separator or a wildcard.
+  fc.assert(fc.property(fc.oneof(adversarial, adversarial.map((s) => `auth:gen:${s}`), adversarial.map((s) => `auth:${s}:user:${s}:access`)), (key) => {
+    const address = parseKey(key)
+    return address === undefined || keyBuilderFor(address.kind)(address.id, address.userId).split(':').length === key.split(':').length
+  }), { numRuns: 5000 })
+  t.equal(unescapeKeySegment('a%3Ab%2Ac%25d'), 'a:b*c%d')
+  t.equal(unescapeKeySegment('a%41'), undefined, 'no escape makes %41')
+  t.equal(unescapeKeySegment('a%'), undefined)
+  t.equal(parseKey('auth:gen:g:user:u:access:extra'), undefined)
+  t.equal(parseKey('uuid:validation:abc:context:c'), undefined, 'uuid keys hold a hash, not the uuid')
+})
+
+test('exact-key invalidation finds the entry of every kind of key, and only a key that was built', async (t) => {
+  const cache = new AuthzCache({ cleanupIntervalSeconds: 0, resolvers: { document: async () => ({ granted: true }) } })
+  t.teardown(() => cache.close())
+  const odd = 'id:with*odd%chars'
+  cache.setGenerationAccess(odd, 'u1', { granted: true })
+  cache.setProjectAccess('p1', odd, { granted: true })
+  cache.setUserProfile('u2', { name: 'x' })
+  cache.set('document', 'u1', 'd1', { granted: true })
+  cache.setUuidValidation('3f2a9c1e-7b4d-4c1a-9e8f-1a2b3c4d5e6f', 'ctx', true)
+  const keys = cache.keys()
+  t.equal(keys.length, 5)
+  // Near misses that parse: a non-canonical escape, and an unknown kind.
+  t.equal(await cache.invalidate({ keys: ['auth:gen:id%3Awith%2Aodd%25chars%41:user:u1:access', 'auth:nope:a:user:b:access', 'uuid:validation:00:context:ctx'] }), 0)
+  t.equal(cache.getStats().totalEntries, 5)
+  for (const [i, key] of keys.entries()) {
+    t.equal(await cache.invalidate({ keys: [key] }), 1, key)
+    t.equal(cache.getStats().totalEntries, 4 - i)
+  }
 })

@@ -98,7 +98,7 @@ export class Engine {
       accept: (kind, raw) => validateAnswer(kind.validation, raw),
       tagsOf: (baseTags, value) => this.#tagsOf(baseTags, value),
       ttlFor: (kind, value) => this.#ttlFor(kind, value, undefined),
-      store: (load, value, json, ttlMs) => this.#write(load.kind, load.id, load.userId, load.key, value, json, ttlMs)
+      store: (load, value, json, ttlMs) => this.#write(load.kind, load.id, load.userId, value, json, ttlMs)
     }
   }
 
@@ -246,7 +246,6 @@ export class Engine {
 
   // ----------------------------------------------------------------- writes
 
-  /** Stores `value`, the frozen copy `validateAnswer` made (callers share it: none can change what others see), and its `json`. */
   /**
    * The tags an entry keeps itself: those the index (`{kind}:{id}`) and the
    * user lists (`user:{userId}`) do not cover. None for most entries.
@@ -263,7 +262,8 @@ export class Engine {
     return own.size === 0 ? NO_TAGS : [...own]
   }
 
-  #write (state: KindState, id: string, userId: string, key: string, value: unknown, json: string, ttlMs: number): void {
+  /** Stores `value`, the frozen copy `validateAnswer` made (callers share it: none can change what others see), and its `json`. */
+  #write (state: KindState, id: string, userId: string, value: unknown, json: string, ttlMs: number): void {
     if (this.#closed || !(ttlMs > 0)) return
     let stored: unknown = value
     let packed: Buffer | undefined
@@ -273,7 +273,7 @@ export class Engine {
       stored = undefined
     }
     const now = this.#now()
-    this.#store.insert(state, id, userId, key, stored, packed, size, this.#ownTags(state, id, userId, value), now, ttlMs,
+    this.#store.insert(state, id, userId, stored, packed, size, this.#ownTags(state, id, userId, value), now, ttlMs,
       this.#refreshRatio === Infinity ? Infinity : now + ttlMs * this.#refreshRatio)
   }
 
@@ -299,7 +299,7 @@ export class Engine {
     }
     // A direct write is an answer given now: it replaces what a load in flight would store.
     this.#loads.fenceKey(key)
-    this.#write(state, id, userId, key, value, json, this.#ttlFor(state, value, ttlSeconds === undefined ? undefined : ttlSeconds * 1000))
+    this.#write(state, id, userId, value, json, this.#ttlFor(state, value, ttlSeconds === undefined ? undefined : ttlSeconds * 1000))
   }
 
   /**

@@ -4,6 +4,7 @@
  */
 import type { KeyBuilder } from '../keys.js'
 import type { Resolver } from '../types.js'
+import type { KindIndex } from './kind-index.js'
 
 /** How an answer of a kind is checked: a Decision, a profile (any object), or anything (`cached`, uuid validations). */
 export type Validation = 'decision' | 'profile' | 'any'
@@ -18,8 +19,8 @@ export interface KindHandle {
 
 export interface KindState extends KindHandle {
   readonly name: string
-  /** id -> the entry, when one user has one for that id (the common case), else userId -> entry. */
-  readonly index: Map<string, Slot>
+  /** Where the kind's entries live (./kind-index.ts). */
+  readonly index: KindIndex
   readonly keyOf: KeyBuilder
   readonly baseTags: (id: string, userId: string) => string[]
   readonly grantTtlMs: number
@@ -46,7 +47,6 @@ export class Entry {
   userPrev: Entry | undefined = undefined
   userNext: Entry | undefined = undefined
   constructor (
-    readonly key: string,
     readonly kind: KindState,
     readonly id: string,
     readonly userId: string,
@@ -59,17 +59,12 @@ export class Entry {
     readonly expiresAt: number,
     readonly refreshAt: number
   ) {}
+
+  /** The entry's key, derived when needed (patterns, L2, listings): the store does not keep it. */
+  get key (): string {
+    return this.kind.keyOf(this.id, this.userId)
+  }
 }
 
 /** The `tags` of an entry without tags of its own (shared). */
 export const NO_TAGS: readonly string[] = Object.freeze([])
-
-/** An index slot: one entry, or a map of entries by user id. */
-export type Slot = Entry | Map<string, Entry>
-
-export function * slotEntries (index: Map<string, Slot>): Generator<Entry> {
-  for (const slot of index.values()) {
-    if (slot instanceof Entry) yield slot
-    else yield * slot.values()
-  }
-}

@@ -1,41 +1,41 @@
 /**
- * The store and its caps. Entries are reachable by key in a quick-lru
- * (exact-key invalidation, replacement), by (kind, id, user) in the per-kind
- * index the hit path reads, and by tag. The two tags every entry carries
- * need no tag set: `{kind}:{id}` is the index's slot for the id, and
- * `user:{userId}` a list of the user's entries linked through the entries
- * themselves. Only tags beyond those (a decision's own `tags`) have a set
- * per tag. The store counts live
- * entries and accounted bytes itself and evicts one entry at a time (the
- * policy in ./eviction.ts) before an insert would cross `maxEntries` or
- * `maxSizeMb`: both caps hold at every moment, not on average.
- *
- * quick-lru alone is not a hard cap (it keeps up to twice its `maxSize` and
- * drops whole generations at once), so it is sized never to drop anything:
- * the order eviction walks is the engine's own ring.
+ * The store and its caps. Entries live in their kind's index (quick-lru
+ * maps by id, ./kind-index.ts), which the hit path reads; a key is derived
+ * from the entry, and parsed back for exact-key invalidation, so no
+ * key -> entry map is kept. Entries are also reachable by tag. The two tags
+ * every entry carries need no tag set: `{kind}:{id}` is the index's slot
+ * for the id, and `user:{userId}` a list of the user's entries linked
+ * through the entries themselves. Only tags beyond those (a decision's own
+ * `tags`) have a set per tag. The store counts live entries and accounted
+ * bytes itself and evicts one entry at a time (the policy in ./eviction.ts)
+ * before an insert would cross `maxEntries` or `maxSizeMb`: both caps hold
+ * at every moment, not on average.
  */
-import QuickLRU from 'quick-lru'
-import { Entry, slotEntries, type KindState, type RemovalReason } from './entry.js'
+import { parseKey } from '../keys.js'
+import { Entry, type KindState, type RemovalReason } from './entry.js'
 import { ClockRing } from './eviction.js'
+import { ShardedMap } from './kind-index.js'
 import type { Stats } from './stats.js'
 
 /**
  * Accounted bytes track the real retained bytes (heap and buffers), within
  * the SPEC's 25%, with constants measured by bench/memory.ts on V8 (Node 20):
- * per entry, the Entry object, its slots in the quick-lru map, the index and
- * the ring; a parsed value holds about 1.5 times its JSON (object headers,
- * string headers, array slots); a packed value its bytes plus the Buffer
- * object; each tag an entry keeps itself, its string and its place in a tag set.
+ * per entry, the Entry object and its slots in the index, the user lists and
+ * the ring; its id and user id strings (two bytes a character: the most a
+ * string takes, so users sharing one string are counted again, never less);
+ * a parsed value holds about 1.5 times its JSON (object headers, string
+ * headers, array slots); a packed value its bytes plus the Buffer object;
+ * each tag an entry keeps itself, its string and its place in a tag set.
  */
-export const ENTRY_OVERHEAD_BYTES = 330
+export const ENTRY_OVERHEAD_BYTES = 225
 export const PARSED_VALUE_FACTOR = 1.5
 export const PACKED_VALUE_OVERHEAD_BYTES = 150
 export const OWN_TAG_OVERHEAD_BYTES = 240
 
-/** The accounted size of an entry: its value (parsed, or packed), its key, its own tags, and the fixed overhead. */
-export function accountedBytes (jsonBytes: number, packed: Buffer | undefined, key: string, ownTags: readonly string[]): number {
+/** The accounted size of an entry: its value (parsed, or packed), its ids, its own tags, and the fixed overhead. */
+export function accountedBytes (jsonBytes: number, packed: Buffer | undefined, id: string, userId: string, ownTags: readonly string[]): number {
   let bytes = (packed === undefined ? Math.ceil(jsonBytes * PARSED_VALUE_FACTOR) : packed.length + PACKED_VALUE_OVERHEAD_BYTES) +
-    key.length * 2 + ENTRY_OVERHEAD_BYTES
+    (id.length + userId.length) * 2 + ENTRY_OVERHEAD_BYTES
   for (const tag of ownTags) bytes += tag.length * 2 + OWN_TAG_OVERHEAD_BYTES
   return bytes
 }
@@ -43,14 +43,14 @@ export function accountedBytes (jsonBytes: number, packed: Buffer | undefined, k
 /** The kinds, and which of them carry a resource-tag prefix. */
 export interface KindSource extends Iterable<KindState> {
   byTagPrefix (prefix: string): KindState[] | undefined
+  get (name: string): KindState | undefined
 }
 
 export class Store {
-  readonly #lru = new QuickLRU<string, Entry>({ maxSize: Number.MAX_SAFE_INTEGER })
   /** Tags beyond the index and user lists -> their entries. */
   readonly #tags = new Map<string, Set<Entry>>()
   /** userId -> the newest of the user's entries (of kinds with `userTagged`), linked through `userNext`. */
-  readonly #users = new Map<string, Entry>()
+  readonly #users = new ShardedMap<Entry>()
   readonly #ring = new ClockRing()
   readonly #kinds: KindSource
   readonly #maxEntries: number
@@ -76,9 +76,24 @@ export class Store {
     return this.#bytes
   }
 
-  /** The live entry of a key. */
+  /**
+   * The live entry of a key: the key is parsed back to its (kind, id, user)
+   * and must be the very key that address builds. Uuid-validation keys hold
+   * a hash of the uuid, so those are found by deriving the key of each of
+   * that kind's entries (O(its entries); they are rarely invalidated by key).
+   */
   peek (key: string): Entry | undefined {
-    return this.#lru.peek(key)
+    const address = parseKey(key)
+    if (address !== undefined) {
+      const kind = this.#kinds.get(address.kind)
+      if (kind === undefined || kind.keyOf(address.id, address.userId) !== key) return undefined
+      return kind.index.entry(address.id, address.userId)
+    }
+    if (key.startsWith('uuid:')) {
+      const uuid = this.#kinds.get('uuid')
+      if (uuid !== undefined) for (const entry of uuid.index.entries()) if (entry.key === key) return entry
+    }
+    return undefined
   }
 
   /** The live entries carrying a tag: its kind's index slot, the user's list, and its own set. */
@@ -104,16 +119,16 @@ export class Store {
 
   /** Every live entry, kind by kind (removing entries while iterating is safe). */
   * entries (): Generator<Entry> {
-    for (const kind of this.#kinds) yield * slotEntries(kind.index)
+    for (const kind of this.#kinds) yield * kind.index.entries()
   }
 
   /**
    * Stores an entry, replacing the key's previous one, and evicts what the
    * caps need first. An entry larger than the whole byte cap is not stored.
    */
-  insert (kind: KindState, id: string, userId: string, key: string, value: unknown, packed: Buffer | undefined, jsonBytes: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number): void {
-    const bytes = accountedBytes(jsonBytes, packed, key, tags)
-    const existing = this.#lru.peek(key)
+  insert (kind: KindState, id: string, userId: string, value: unknown, packed: Buffer | undefined, jsonBytes: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number): void {
+    const bytes = accountedBytes(jsonBytes, packed, id, userId, tags)
+    const existing = kind.index.entry(id, userId)
     if (existing !== undefined) this.remove(existing, 'replace')
     if (bytes > this.#maxBytes) return
     while (this.#count > 0 && (this.#count >= this.#maxEntries || this.#bytes + bytes > this.#maxBytes)) {
@@ -121,13 +136,9 @@ export class Store {
       if (victim === undefined) break
       this.remove(victim, 'evict')
     }
-    const entry = new Entry(key, kind, id, userId, value, packed, bytes, tags, now, now + ttlMs, refreshAt)
-    this.#lru.set(key, entry)
+    const entry = new Entry(kind, id, userId, value, packed, bytes, tags, now, now + ttlMs, refreshAt)
+    kind.index.add(entry)
     this.#ring.add(entry)
-    const slot = kind.index.get(id)
-    if (slot === undefined) kind.index.set(id, entry)
-    else if (slot instanceof Entry) kind.index.set(id, new Map([[slot.userId, slot], [userId, entry]]))
-    else slot.set(userId, entry)
     if (kind.userTagged) {
       const newest = this.#users.get(userId)
       if (newest !== undefined) {
@@ -152,17 +163,8 @@ export class Store {
   remove (entry: Entry, reason: RemovalReason): boolean {
     if (!entry.live) return false
     entry.live = false
-    this.#lru.delete(entry.key)
     this.#ring.delete(entry)
-    const index = entry.kind.index
-    const slot = index.get(entry.id)
-    if (slot === entry) {
-      index.delete(entry.id)
-    } else if (slot instanceof Map && slot.get(entry.userId) === entry) {
-      slot.delete(entry.userId)
-      // Back to the single-entry slot the hit path reads without a second map.
-      if (slot.size === 1) index.set(entry.id, slot.values().next().value as Entry)
-    }
+    entry.kind.index.delete(entry)
     if (entry.kind.userTagged) {
       const { userPrev, userNext } = entry
       if (userNext !== undefined) userNext.userPrev = userPrev
@@ -189,10 +191,9 @@ export class Store {
   clear (): number {
     const removed = this.#count
     for (const kind of this.#kinds) {
-      for (const entry of slotEntries(kind.index)) entry.live = false
+      for (const entry of kind.index.entries()) entry.live = false
       kind.index.clear()
     }
-    this.#lru.clear()
     this.#tags.clear()
     this.#users.clear()
     this.#ring.clear()
