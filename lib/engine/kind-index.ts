@@ -5,11 +5,12 @@
  * ~97-character key, and the store derives keys instead of keeping them
  * (lib/keys.ts parses one back for exact-key invalidation).
  *
- * The maps are sharded by the id's last characters. V8 resizes a hash
- * table by rehashing all of it in one call: a 1M-entry Map that shrinks
- * below a quarter of its capacity blocks for ~60 ms on one `delete`, and one
- * that grows, on one `set`. With SHARDS maps each holds a sixteenth, so a
- * resize costs a sixteenth too (the sweeper's and the insert's bounds).
+ * The maps are sharded by a hash of the id's last characters, about
+ * ENTRIES_PER_SHARD entries each in a full cache. V8 resizes a hash table
+ * by rehashing all of it in one call: a 1M-entry Map that shrinks below a
+ * quarter of its capacity blocks for ~60 ms on one `delete`, and one that
+ * grows or compacts its deleted slots, on one `set`. A shard's rehash copies
+ * a few thousand entries (~0.3 ms): the insert's and the sweeper's bounds.
  *
  * quick-lru is sized never to drop anything (it keeps up to twice its
  * `maxSize` and drops whole generations at once, which is not a hard cap):
@@ -21,34 +22,47 @@ import type { Entry } from './entry.js'
 /** An index slot: one entry, or a map of entries by user id. */
 export type Slot = Entry | Map<string, Entry>
 
-/** Maps per index (a power of two). */
-export const SHARDS = 16
-const SHARD_MASK = SHARDS - 1
+/** Entries a shard holds, on average, in a full cache: a rehash of this many takes ~0.3 ms here. */
+export const ENTRIES_PER_SHARD = 4096
+/** Most shards per index (at 10M entries each holds ~39k: a rehash of ~3 ms). */
+export const MAX_SHARDS = 256
 
-/** The shard of a key: its last two characters (UUIDs and numbers vary there); an empty id is shard 0. */
-export function shardOf (key: string): number {
+/** Shards for a cache of `maxEntries`: a power of two, from 1 to MAX_SHARDS. */
+export function shardsFor (maxEntries: number): number {
+  let shards = 1
+  while (shards < MAX_SHARDS && shards * ENTRIES_PER_SHARD < maxEntries) shards *= 2
+  return shards
+}
+
+/** A hash of a key's last four characters (UUIDs and numbers vary there), mixed so that every bit counts. */
+export function shardHash (key: string): number {
   const n = key.length
-  return (key.charCodeAt(n - 1) + 7 * key.charCodeAt(n - 2)) & SHARD_MASK
+  let x = 0
+  for (let i = n > 4 ? n - 4 : 0; i < n; i++) x = x * 31 + key.charCodeAt(i)
+  x = Math.imul(x ^ (x >>> 15), 0x2c1b3c6d)
+  return x ^ (x >>> 12)
 }
 
 /** Maps of plain values, sharded like the index (the store's per-user lists). */
 export class ShardedMap<V> {
   readonly #shards: Array<Map<string, V>> = []
+  readonly #mask: number
 
-  constructor () {
-    for (let i = 0; i < SHARDS; i++) this.#shards.push(new Map())
+  constructor (shards: number) {
+    for (let i = 0; i < shards; i++) this.#shards.push(new Map())
+    this.#mask = shards - 1
   }
 
   get (key: string): V | undefined {
-    return this.#shards[shardOf(key)].get(key)
+    return this.#shards[shardHash(key) & this.#mask].get(key)
   }
 
   set (key: string, value: V): void {
-    this.#shards[shardOf(key)].set(key, value)
+    this.#shards[shardHash(key) & this.#mask].set(key, value)
   }
 
   delete (key: string): void {
-    this.#shards[shardOf(key)].delete(key)
+    this.#shards[shardHash(key) & this.#mask].delete(key)
   }
 
   clear (): void {
@@ -58,14 +72,16 @@ export class ShardedMap<V> {
 
 export class KindIndex {
   readonly #shards: Array<QuickLRU<string, Slot>> = []
+  readonly #mask: number
 
-  constructor () {
-    for (let i = 0; i < SHARDS; i++) this.#shards.push(new QuickLRU({ maxSize: Number.MAX_SAFE_INTEGER }))
+  constructor (shards: number) {
+    for (let i = 0; i < shards; i++) this.#shards.push(new QuickLRU({ maxSize: Number.MAX_SAFE_INTEGER }))
+    this.#mask = shards - 1
   }
 
   /** The slot of an id (the hit path: one shard, one lookup, no recency move). */
   get (id: string): Slot | undefined {
-    return this.#shards[shardOf(id)].peek(id)
+    return this.#shards[shardHash(id) & this.#mask].peek(id)
   }
 
   /** The entry of an (id, user) pair. */
@@ -79,7 +95,7 @@ export class KindIndex {
   /** Adds an entry, which must be the pair's only one (the store removes the one it replaces first). */
   add (entry: Entry): void {
     const { id, userId } = entry
-    const shard = this.#shards[shardOf(id)]
+    const shard = this.#shards[shardHash(id) & this.#mask]
     const slot = shard.peek(id)
     if (slot === undefined) shard.set(id, entry)
     else if (slot instanceof Map) slot.set(userId, entry)
@@ -89,7 +105,7 @@ export class KindIndex {
   /** Removes an entry if it is the one its pair holds. */
   delete (entry: Entry): void {
     const { id, userId } = entry
-    const shard = this.#shards[shardOf(id)]
+    const shard = this.#shards[shardHash(id) & this.#mask]
     const slot = shard.peek(id)
     if (slot === entry) {
       shard.delete(id)

@@ -8,7 +8,7 @@ import { keyBuilderFor, resourceTag, userTag, uuidValidationKey, type KeyBuilder
 import { BUILT_IN_KINDS, type ResolvedCacheOptions } from '../options.js'
 import type { Resolver } from '../types.js'
 import type { KindHandle, KindState, Validation } from './entry.js'
-import { KindIndex } from './kind-index.js'
+import { KindIndex, shardsFor } from './kind-index.js'
 
 const CACHED_PREFIX = 'cached:'
 
@@ -33,7 +33,7 @@ export class Kinds implements Iterable<KindState> {
   add (name: string, resolver: Resolver | undefined, validation?: Validation, keyOf?: KeyBuilder, baseTags?: KindState['baseTags'], grantTtlSeconds?: number, fixedTtlSeconds?: number): KindState {
     const state: KindState = {
       name,
-      index: new KindIndex(),
+      index: new KindIndex(shardsFor(this.#options.maxEntries)),
       keyOf: keyOf ?? keyBuilderFor(name),
       baseTags: baseTags ?? (name === 'profile'
         ? (_id, userId) => [userTag(userId), resourceTag(name, userId)]

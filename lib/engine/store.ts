@@ -14,7 +14,7 @@
 import { parseKey } from '../keys.js'
 import { Entry, type KindState, type RemovalReason } from './entry.js'
 import { ClockRing } from './eviction.js'
-import { ShardedMap } from './kind-index.js'
+import { ShardedMap, shardsFor } from './kind-index.js'
 import type { Stats } from './stats.js'
 
 /**
@@ -50,7 +50,7 @@ export class Store {
   /** Tags beyond the index and user lists -> their entries. */
   readonly #tags = new Map<string, Set<Entry>>()
   /** userId -> the newest of the user's entries (of kinds with `userTagged`), linked through `userNext`. */
-  readonly #users = new ShardedMap<Entry>()
+  readonly #users: ShardedMap<Entry>
   readonly #ring = new ClockRing()
   readonly #kinds: KindSource
   readonly #maxEntries: number
@@ -63,6 +63,7 @@ export class Store {
     this.#kinds = kinds
     this.#maxEntries = maxEntries
     this.#maxBytes = maxBytes
+    this.#users = new ShardedMap(shardsFor(maxEntries))
     this.#stats = stats
   }
 
