@@ -4,8 +4,9 @@
  *
  *   engine/engine.ts        wiring, the hit path, loads and writes, invalidation, close
  *   engine/kinds.ts         the kinds (built-in, custom, uuid validations, cached functions)
- *   engine/entry.ts         an entry, a kind's state, an index slot
- *   engine/store.ts         the store and its caps (quick-lru by key, the per-kind index, tags)
+ *   engine/entry.ts         an entry, a kind's state
+ *   engine/kind-index.ts    where entries live: sharded quick-lru maps by id
+ *   engine/store.ts         the store and its caps (the indexes, the user lists, tags; keys derived)
  *   engine/eviction.ts      the eviction policy (CLOCK over a ring of the entries)
  *   engine/loads.ts         single-flight loads and every fence ("invalidation wins")
  *   engine/resolver-call.ts the resolver call: timeout, answer checks, fail closed
