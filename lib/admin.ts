@@ -80,7 +80,10 @@ const statsSchema = {
         l2Errors: { type: 'integer' },
         published: { type: 'integer' },
         received: { type: 'integer' },
-        outages: { type: 'integer' }
+        outages: { type: 'integer' },
+        refused: { type: 'integer' },
+        pending: { type: 'integer' },
+        ackTimeouts: { type: 'integer' }
       }
     }
   }
@@ -147,7 +150,10 @@ export function prometheusText (stats: CacheStats): string {
     metric('redis_l2_errors_total', 'counter', 'Redis commands that failed (counted as misses).', [['', r.l2Errors]])
     metric('redis_published_total', 'counter', 'Invalidations published.', [['', r.published]])
     metric('redis_received_total', 'counter', 'Invalidations received from other instances.', [['', r.received]])
-    metric('redis_outages_total', 'counter', 'Times the bus connection was lost.', [['', r.outages]])
+    metric('redis_outages_total', 'counter', 'Times the bus was lost (connection closed, or own heartbeat not heard).', [['', r.outages]])
+    metric('redis_refused_total', 'counter', 'L2 values refused on read and L2 writes refused, because an invalidation came after their load started.', [['', r.refused]])
+    metric('redis_pending', 'gauge', 'Invalidations Redis has not taken yet (retried in order).', [['', r.pending]])
+    metric('redis_ack_timeouts_total', 'counter', 'Invalidations not acknowledged by every instance within ackTimeoutMs.', [['', r.ackTimeouts]])
   }
   return lines.join('\n') + '\n'
 }
@@ -200,14 +206,14 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     config: { authz: false },
     schema: {
       body: invalidateBodySchema,
-      response: { 200: { type: 'object', properties: { invalidated: { type: 'integer' } } } }
+      response: { 200: { type: 'object', properties: { invalidated: { type: 'integer' }, acknowledged: { type: 'integer' }, instances: { type: 'integer' } } } }
     },
     validatorCompiler: ({ schema }) => strictAjv.compile(schema),
     schemaErrorFormatter: formatValidation
   }, async function authzInvalidate (request: FastifyRequest) {
     const body = request.body as InvalidationRequest
-    const invalidated = await engine.invalidate(body, { silent: true })
-    request.log.info({ authzInvalidation: body, removed: invalidated }, 'authz cache invalidated')
-    return { invalidated }
+    const answer = await engine.invalidateEverywhere(body, { silent: true })
+    request.log.info({ authzInvalidation: body, removed: answer.invalidated, acknowledged: answer.acknowledged, instances: answer.instances }, 'authz cache invalidated')
+    return answer
   })
 }

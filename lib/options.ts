@@ -268,9 +268,16 @@ export interface RedisOptions {
   busOutageMaxStalenessSeconds?: number
   /** Timeout of one Redis command, in ms. Default 250. */
   commandTimeoutMs?: number
+  /** Every instance publishes a heartbeat this often and must hear its own within twice that (plus `commandTimeoutMs`), or the bus is down. Default 1000. */
+  heartbeatMs?: number
+  /** The async invalidations wait this long for every instance's acknowledgement (and for Redis to take them). Default 250. */
+  ackTimeoutMs?: number
 }
 
-export const DEFAULT_REDIS_KEY_PREFIX = 'authz:'
+/** The braces are a Redis Cluster hash tag: every key of the plugin lands in one slot, as its scripts need. */
+export const DEFAULT_REDIS_KEY_PREFIX = '{authz}:'
+export const DEFAULT_HEARTBEAT_MS = 1000
+export const DEFAULT_ACK_TIMEOUT_MS = 250
 export const DEFAULT_REDIS_CHANNEL = 'authz:invalidate'
 export const DEFAULT_BUS_OUTAGE_MAX_STALENESS_SECONDS = 5
 export const DEFAULT_REDIS_COMMAND_TIMEOUT_MS = 250
@@ -284,6 +291,8 @@ export interface ResolvedRedisOptions {
   channel: string
   busOutageMaxStalenessSeconds: number
   commandTimeoutMs: number
+  heartbeatMs: number
+  ackTimeoutMs: number
 }
 
 export interface PluginOptionsBase extends CacheOptions {
@@ -328,7 +337,7 @@ function resolveRedisOptions (redis: unknown): ResolvedRedisOptions | undefined 
   if (redis === undefined) return undefined
   if (!isPlainObject(redis)) fail('redis', `must be an object, got ${describe(redis)}`)
   for (const name of Object.keys(redis)) {
-    if (!['client', 'url', 'l2', 'bus', 'keyPrefix', 'channel', 'busOutageMaxStalenessSeconds', 'commandTimeoutMs'].includes(name)) {
+    if (!['client', 'url', 'l2', 'bus', 'keyPrefix', 'channel', 'busOutageMaxStalenessSeconds', 'commandTimeoutMs', 'heartbeatMs', 'ackTimeoutMs'].includes(name)) {
       fail(`redis.${name}`, 'is not a known option')
     }
   }
@@ -348,7 +357,9 @@ function resolveRedisOptions (redis: unknown): ResolvedRedisOptions | undefined 
       : checkNumber('redis.busOutageMaxStalenessSeconds', redis.busOutageMaxStalenessSeconds, 0, 3600),
     commandTimeoutMs: redis.commandTimeoutMs === undefined
       ? DEFAULT_REDIS_COMMAND_TIMEOUT_MS
-      : checkInteger('redis.commandTimeoutMs', redis.commandTimeoutMs, 1, 60_000)
+      : checkInteger('redis.commandTimeoutMs', redis.commandTimeoutMs, 1, 60_000),
+    heartbeatMs: redis.heartbeatMs === undefined ? DEFAULT_HEARTBEAT_MS : checkInteger('redis.heartbeatMs', redis.heartbeatMs, 10, 60_000),
+    ackTimeoutMs: redis.ackTimeoutMs === undefined ? DEFAULT_ACK_TIMEOUT_MS : checkInteger('redis.ackTimeoutMs', redis.ackTimeoutMs, 1, 60_000)
   }
 }
 

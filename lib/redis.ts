@@ -1,37 +1,37 @@
 /**
- * Redis as L2 and as the invalidation bus (SPEC section 8).
+ * Redis as L2 and as the invalidation bus (SPEC section 8). The protocol,
+ * one mechanism per guarantee:
  *
- * L2 layout, under `keyPrefix`:
- *   v:{cacheKey}  the value: 1 byte format (0 JSON, 1 deflate-raw JSON) + payload, PX = the entry's TTL
- *   t:{tag}       a set of the cache keys carrying the tag, expiring with its longest member
- *   seq           a counter every invalidation increments
- *   e:{tag}       the `seq` of the last invalidation of the tag (kept EPOCH_TTL_MS)
- *   g             the `seq` of the last invalidation by key, pattern or `all`
- *
- * Fencing across instances: a load reads `seq` together with the value (one
- * MGET). Its write is a Lua script that refuses when `g` or the `e:{tag}` of
- * any tag the entry carries (its decision's own tags included) moved past
- * that `seq`; the load then stores nothing in L2 and, told so, nothing in its
- * own L1. Only invalidations that touch the entry fence it, so frequent
- * invalidations of other users do not stop caching.
- *
- * An invalidation by tags is one Lua script: bump `seq`, mark the tags, read
- * and delete their sets and values, publish. Patterns and `all` add a SCAN.
+ * - Validate on read (lib/redis-scripts.ts): an L2 value carries the
+ *   sequence number its load started at and all its tags; one script reads
+ *   it and refuses it when an invalidation touching it (its key, any tag, a
+ *   pattern or `all`) came after. Deletes are only housekeeping.
+ * - Fenced writes: a load's write is refused when such an invalidation came
+ *   after its read; the engine then stores nothing and makes the callers
+ *   that joined the load reload (lib/engine/loads.ts).
+ * - Ordered delivery (lib/redis-outbox.ts): invalidations and direct writes
+ *   go to Redis in order; one Redis did not take is retried until it is, and
+ *   until then nothing is read from L2.
+ * - Acknowledged, watched bus (lib/redis-bus.ts): the async invalidations
+ *   resolve when every instance applied them, or after `ackTimeoutMs`; an
+ *   instance that stops hearing its own heartbeat serves nothing older than
+ *   the staleness bound and reads nothing from L2 until it hears it again.
  *
  * Outages: commands have short timeouts and no offline queue on the client
- * the plugin creates; an L2 error counts as a miss and never fails a
- * request. While the subscriber is disconnected the engine serves no L1
- * entry older than `busOutageMaxStalenessSeconds`; when it is back (and
- * subscribed again), every L1 entry is dropped.
+ * the plugin creates; an L2 error counts as a miss and never fails a request.
  */
-import { createHash, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { AuthzCache, SharedHandle, SharedLayer, SharedRead } from './cache.js'
+import type { Delivery } from './engine/shared.js'
 import { FST_AUTHZ_BUS_FAILED } from './errors.js'
 import { collapseStars, compilePattern, invalidationTags } from './keys.js'
 import type { ResolvedRedisOptions } from './options.js'
+import { Bus, type BusClient } from './redis-bus.js'
+import { Outbox } from './redis-outbox.js'
+import { epochTtlMs, INVALIDATE_SCRIPT, INVALIDATE_SHA, READ_SCRIPT, READ_SHA, WRITE_SCRIPT, WRITE_SHA } from './redis-scripts.js'
 import type { InvalidationRequest, RedisStats } from './types.js'
 
 /** How long `register` waits for a first connection before going on with L1 and resolvers only. */
@@ -41,68 +41,24 @@ export const SCAN_COUNT = 1000
 
 const FORMAT_JSON = 0
 const FORMAT_DEFLATE = 1
+const NEWLINE = Buffer.from('\n')
 
 /** The part of an ioredis client this layer uses; a client of ioredis 5 or 6 fits. */
-interface RedisLike {
-  status: string
+interface RedisLike extends BusClient {
   duplicate (override?: Record<string, unknown>): RedisLike
-  on (event: string, listener: (...args: any[]) => void): unknown
   once (event: string, listener: (...args: any[]) => void): unknown
-  mgetBuffer (...keys: string[]): Promise<Array<Buffer | null>>
-  eval (script: string, numKeys: number, ...args: Array<string | Buffer | number>): Promise<unknown>
-  evalsha (sha: string, numKeys: number, ...args: Array<string | Buffer | number>): Promise<unknown>
+  evalBuffer (script: string, numKeys: number, ...args: Array<string | Buffer | number>): Promise<unknown>
+  evalshaBuffer (sha: string, numKeys: number, ...args: Array<string | Buffer | number>): Promise<unknown>
   del (...keys: string[]): Promise<number>
   publish (channel: string, message: string): Promise<number>
   scan (cursor: string, ...args: Array<string | number>): Promise<[string, string[]]>
-  subscribe (channel: string): Promise<unknown>
-  connect (): Promise<void>
   quit (): Promise<unknown>
-  disconnect (): void
 }
 
-/** KEYS: g, value key, then (t:{tag}, e:{tag}) pairs. ARGV: start seq, payload, ttl ms, cache key. */
-const WRITE_SCRIPT = `
-local start = tonumber(ARGV[1])
-if tonumber(redis.call('GET', KEYS[1]) or '0') > start then return 0 end
-for i = 3, #KEYS, 2 do
-  if tonumber(redis.call('GET', KEYS[i + 1]) or '0') > start then return 0 end
-end
-local ttl = tonumber(ARGV[3])
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ttl)
-for i = 3, #KEYS, 2 do
-  redis.call('SADD', KEYS[i], ARGV[4])
-  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
-end
-return 1
-`
-
-/**
- * KEYS: seq, g, then (t:{tag}, e:{tag}) pairs, then value keys to delete.
- * ARGV: number of tag pairs, epoch TTL ms, value key prefix, bump g (1/0),
- * channel ('' for none), message.
- */
-const INVALIDATE_SCRIPT = `
-local seq = redis.call('INCR', KEYS[1])
-local pairs = tonumber(ARGV[1])
-if ARGV[4] == '1' then redis.call('SET', KEYS[2], seq, 'PX', ARGV[2]) end
-for i = 3, 2 + pairs * 2, 2 do
-  redis.call('SET', KEYS[i + 1], seq, 'PX', ARGV[2])
-  for _, member in ipairs(redis.call('SMEMBERS', KEYS[i])) do redis.call('DEL', ARGV[3] .. member) end
-  redis.call('DEL', KEYS[i])
-end
-for i = 3 + pairs * 2, #KEYS do redis.call('DEL', KEYS[i]) end
-if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
-return seq
-`
-
-const sha1 = (script: string): string => createHash('sha1').update(script).digest('hex')
-const WRITE_SHA = sha1(WRITE_SCRIPT)
-const INVALIDATE_SHA = sha1(INVALIDATE_SCRIPT)
-
-/** How long an `e:{tag}` mark outlives its invalidation: longer than any load can run. */
-export function epochTtlMs (loaderTimeoutMs: number): number {
-  return Math.max(60_000, loaderTimeoutMs * 2)
-}
+/** What the outbox delivers: an invalidation (with its bus message), or a direct write. */
+type Op =
+  | { type: 'invalidate', request: InvalidationRequest, message: { id: string, text: string } | undefined, receivers: number }
+  | { type: 'replace', key: string, value: unknown, ttlMs: number, tags: string[] }
 
 /**
  * Escapes a key pattern for Redis MATCH: only `*` stays a wildcard, and runs
@@ -136,15 +92,12 @@ class RedisShared implements SharedLayer, RedisLayer {
   readonly #log: FastifyBaseLogger
   readonly #client: RedisLike
   readonly #ownsClient: boolean
-  readonly #sub: RedisLike | undefined
-  readonly #id = randomUUID()
-  readonly #seqKey: string
-  readonly #globalKey: string
+  readonly #bus: Bus | undefined
+  readonly #outbox: Outbox<Op>
+  readonly #k: { boot: string, seq: string, g: string, m: string }
   readonly #epochTtlMs: number
   readonly #compressAbove: number
-  readonly #counters = { l2Hits: 0, l2Misses: 0, l2Errors: 0, published: 0, received: 0, outages: 0 }
-  #subscribed = false
-  #waiters: Array<() => void> = []
+  readonly #counters = { l2Hits: 0, l2Misses: 0, l2Errors: 0, published: 0, received: 0, outages: 0, refused: 0, ackTimeouts: 0 }
   #closing = false
   #warned = false
 
@@ -153,8 +106,8 @@ class RedisShared implements SharedLayer, RedisLayer {
     this.#engine = engine.attachShared(this, { busOutageMaxStalenessSeconds: o.busOutageMaxStalenessSeconds })
     this.#o = o
     this.#log = log
-    this.#seqKey = `${o.keyPrefix}seq`
-    this.#globalKey = `${o.keyPrefix}g`
+    const p = o.keyPrefix
+    this.#k = { boot: `${p}boot`, seq: `${p}seq`, g: `${p}g`, m: `${p}m` }
     this.#epochTtlMs = epochTtlMs(engine.options.loaderTimeoutMs)
     this.#compressAbove = engine.options.compressionEnabled ? engine.options.compressionThresholdBytes : Infinity
     if (o.client !== undefined) {
@@ -172,83 +125,63 @@ class RedisShared implements SharedLayer, RedisLayer {
       this.#ownsClient = true
       this.#client.on('error', this.#onError)
     }
+    this.#outbox = new Outbox<Op>({
+      run: async (op) => await this.#deliver(op),
+      fold: () => ({ type: 'invalidate', request: { all: true }, message: this.#bus?.message({ all: true }), receivers: 0 }),
+      stalled: (error, pending) => this.#log.error({ err: error, pending }, 'authz cache: Redis did not take an invalidation; applied here, queued, and retried in order; nothing is read from L2 until it is taken'),
+      drained: () => this.#log.info('authz cache: Redis took every queued invalidation')
+    })
     if (o.bus) {
       this.#engine.busDown()
-      this.#sub = this.#client.duplicate({
+      const sub = this.#client.duplicate({
         enableOfflineQueue: true,
         maxRetriesPerRequest: null,
         commandTimeout: undefined,
         retryStrategy: (times: number) => Math.min(times * 100, 2000)
       })
-      this.#sub.on('error', this.#onError)
-      this.#sub.on('message', this.#onMessage)
-      this.#sub.on('ready', this.#onReady)
-      this.#sub.on('close', this.#onClose)
-      // A duplicate of a lazyConnect client waits for a command that would never come.
-      if (this.#sub.status === 'wait') this.#sub.connect().catch(() => {})
+      this.#bus = new Bus(sub, o.channel, o.heartbeatMs, o.commandTimeoutMs, {
+        publish: async (message) => await this.#command(this.#client.publish(o.channel, message)),
+        apply: (request) => {
+          this.#counters.received++
+          this.#engine.apply(request as InvalidationRequest)
+        },
+        malformed: (error, bytes) => {
+          // Fail safe: the message may have been a revocation, and a lost revocation is worse than a cold cache.
+          this.#engine.apply({ all: true })
+          this.#log.error({ err: error, bytes }, 'authz cache: malformed invalidation message on the bus; cleared this instance\'s L1 in case it was a revocation')
+        },
+        up: () => {
+          this.#warned = false
+          const dropped = this.#engine.busUp()
+          if (dropped > 0) this.#log.info({ dropped }, 'authz cache: invalidation bus back; dropped L1 entries stored before it came back')
+        },
+        down: (reason) => {
+          this.#counters.outages++
+          this.#engine.busDown()
+          this.#log.warn({ reason }, 'authz cache: invalidation bus %s; L1 entries older than %d s are not served and nothing is read from L2 until it is back',
+            reason === 'closed' ? 'disconnected' : 'silent (own heartbeat not heard)', o.busOutageMaxStalenessSeconds)
+        },
+        error: this.#onError
+      })
     }
   }
 
-  /** Resolves once the command client is ready and the bus subscribed, or after `ms`. */
+  /** Resolves once the command client is ready and the bus up, or after `ms`. */
   async waitReady (ms: number): Promise<void> {
-    const until = Date.now() + ms
-    const wait = (register: (done: () => void) => void): Promise<void> => new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, Math.max(0, until - Date.now()))
-      register(() => {
-        clearTimeout(timer)
-        resolve()
-      })
-    })
-    if (this.#client.status !== 'ready') await wait((done) => this.#client.once('ready', done))
-    if (this.#sub !== undefined && !this.#subscribed) await wait((done) => this.#waiters.push(done))
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) })
+    const ready = (async () => {
+      if (this.#client.status !== 'ready') await new Promise<void>((resolve) => this.#client.once('ready', () => resolve()))
+      await this.#bus?.waitUp()
+    })()
+    await Promise.race([ready, timeout])
+    clearTimeout(timer)
   }
 
   readonly #onError = (error: Error): void => {
     if (!this.#warned && !this.#closing) {
       this.#warned = true
       this.#log.warn({ err: error }, 'authz cache: Redis unreachable; serving from L1 and resolvers until it is back')
-    }
-  }
-
-  readonly #onReady = (): void => {
-    const sub = this.#sub as RedisLike
-    // Subscribe again before declaring the bus up, so no invalidation falls in between.
-    sub.subscribe(this.#o.channel).then(() => {
-      if (this.#closing) return
-      this.#subscribed = true
-      this.#warned = false
-      const dropped = this.#engine.busUp()
-      if (dropped > 0) this.#log.info({ dropped }, 'authz cache: invalidation bus back; dropped L1 entries stored before it came back')
-      for (const waiter of this.#waiters.splice(0)) waiter()
-    }, (error: Error) => this.#onError(error))
-  }
-
-  readonly #onClose = (): void => {
-    if (this.#closing) return
-    if (this.#subscribed) {
-      this.#subscribed = false
-      this.#counters.outages++
-      this.#log.warn('authz cache: invalidation bus disconnected; L1 entries older than %d s are not served until it is back', this.#o.busOutageMaxStalenessSeconds)
-    }
-    this.#engine.busDown()
-  }
-
-  readonly #onMessage = (channel: string, message: string): void => {
-    if (channel !== this.#o.channel) return
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(message)
-    } catch {}
-    const envelope = parsed !== null && typeof parsed === 'object' ? parsed as { from?: unknown, request?: unknown } : undefined
-    if (envelope?.from === this.#id) return
-    this.#counters.received++
-    try {
-      if (envelope?.request === undefined) throw new TypeError('not a JSON object holding a request')
-      this.#engine.apply(envelope.request as InvalidationRequest)
-    } catch (error) {
-      // Fail safe: the message may have been a revocation, and a lost revocation is worse than a cold cache.
-      this.#engine.apply({ all: true })
-      this.#log.error({ err: error, bytes: message.length }, 'authz cache: malformed invalidation message on the bus; cleared this instance\'s L1 in case it was a revocation')
     }
   }
 
@@ -260,6 +193,10 @@ class RedisShared implements SharedLayer, RedisLayer {
     return `${this.#o.keyPrefix}v:${key}`
   }
 
+  #keyMark (key: string): string {
+    return `${this.#o.keyPrefix}k:${key}`
+  }
+
   #tagKey (tag: string): string {
     return `${this.#o.keyPrefix}t:${tag}`
   }
@@ -268,12 +205,21 @@ class RedisShared implements SharedLayer, RedisLayer {
     return `${this.#o.keyPrefix}e:${tag}`
   }
 
-  async read (key: string): Promise<SharedRead> {
-    if (!this.#o.l2) return { fence: null }
+  /** L2 is read only while it can be trusted: the bus is up and no invalidation waits in the outbox. */
+  get #trusted (): boolean {
+    return this.#o.l2 && this.#outbox.pending === 0 && (this.#bus === undefined || this.#bus.up)
+  }
+
+  async read (key: string, fresh: boolean): Promise<SharedRead> {
+    if (!this.#trusted) return { fence: null }
     try {
-      const [epoch, raw] = await this.#command(this.#client.mgetBuffer(this.#seqKey, this.#valueKey(key)))
-      const fence = epoch === null ? '0' : epoch.toString()
-      if (raw === null || raw.length < 2) {
+      const k = this.#k
+      const reply = await this.#script(READ_SCRIPT, READ_SHA, [k.boot, k.seq, k.g, this.#valueKey(key), this.#keyMark(key)],
+        [`${this.#o.keyPrefix}e:`, fresh ? '1' : '0', randomUUID()]) as [Buffer, number?, Buffer?]
+      const fence = reply[0].toString()
+      if (fresh) return { fence }
+      const raw = reply[2]
+      if (raw === undefined || raw.length < 2) {
         this.#counters.l2Misses++
         return { fence }
       }
@@ -288,59 +234,114 @@ class RedisShared implements SharedLayer, RedisLayer {
   }
 
   async write (key: string, value: unknown, ttlMs: number, tags: string[], fence: unknown): Promise<boolean> {
-    // No fence: L2 is off or was unreachable at the read; L1 alone decides.
+    // No fence: L2 is off, untrusted, or was unreachable at the read; L1 alone decides.
     if (!this.#o.l2 || typeof fence !== 'string') return true
-    const ttl = Math.max(1, Math.floor(ttlMs))
-    const json = Buffer.from(JSON.stringify({ v: value, e: this.#engine.options.now() + ttl }))
-    const payload = json.length > this.#compressAbove
-      ? Buffer.concat([Buffer.of(FORMAT_DEFLATE), deflateRawSync(json)])
-      : Buffer.concat([Buffer.of(FORMAT_JSON), json])
     try {
-      const keys = [this.#globalKey, this.#valueKey(key)]
-      for (const tag of tags) keys.push(this.#tagKey(tag), this.#epochKey(tag))
-      const written = await this.#script(WRITE_SCRIPT, WRITE_SHA, keys, [fence, payload, ttl, key])
-      return written === 1
+      return await this.#fencedWrite(key, value, ttlMs, tags, fence)
     } catch {
       this.#counters.l2Errors++
       return true
     }
   }
 
+  /** The write script: stores the value with its start sequence and tags unless an invalidation touching them came after `fence`. */
+  async #fencedWrite (key: string, value: unknown, ttlMs: number, tags: string[], fence: string): Promise<boolean> {
+    const bar = fence.lastIndexOf('|')
+    const boot = fence.slice(0, bar)
+    const start = fence.slice(bar + 1)
+    const ttl = Math.max(1, Math.floor(ttlMs))
+    const json = Buffer.from(JSON.stringify({ v: value, e: this.#engine.options.now() + ttl }))
+    const header = Buffer.from(JSON.stringify([Number(start), tags]))
+    const payload = json.length > this.#compressAbove
+      ? Buffer.concat([header, NEWLINE, Buffer.of(FORMAT_DEFLATE), deflateRawSync(json)])
+      : Buffer.concat([header, NEWLINE, Buffer.of(FORMAT_JSON), json])
+    const k = this.#k
+    const keys = [k.boot, k.g, this.#valueKey(key), this.#keyMark(key), k.m]
+    for (const tag of tags) keys.push(this.#tagKey(tag), this.#epochKey(tag))
+    const written = await this.#script(WRITE_SCRIPT, WRITE_SHA, keys, [boot, start, payload, ttl, key]) === 1
+    if (!written) this.#counters.refused++
+    return written
+  }
+
   /** EVALSHA, loading the script with EVAL the first time a server does not know it. */
   async #script (script: string, sha: string, keys: string[], args: Array<string | Buffer | number>): Promise<unknown> {
     try {
-      return await this.#command(this.#client.evalsha(sha, keys.length, ...keys, ...args))
+      return await this.#command(this.#client.evalshaBuffer(sha, keys.length, ...keys, ...args))
     } catch (error) {
       if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error
-      return this.#command(this.#client.eval(script, keys.length, ...keys, ...args))
+      return this.#command(this.#client.evalBuffer(script, keys.length, ...keys, ...args))
     }
   }
 
   /**
-   * Fences, removes from L2 and publishes one invalidation. Throws when Redis
-   * could not take it: the caller of an async invalidation must know that
-   * other instances may still hold the entries.
+   * Queues one invalidation (already applied here) for Redis and the bus,
+   * and waits until every instance acknowledged it, at most `ackTimeoutMs`.
+   * Rejects with FST_AUTHZ_BUS_FAILED when Redis did not take it in that
+   * time; it stays queued and is retried in order.
    */
-  async publish (request: InvalidationRequest): Promise<void> {
+  async publish (request: InvalidationRequest): Promise<Delivery> {
+    const message = this.#bus?.message(request)
+    if (message !== undefined) this.#bus?.track(message.id)
+    const op: Op = { type: 'invalidate', request, message, receivers: 0 }
+    const started = performance.now()
+    const taken = this.#outbox.push(op)
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), this.#o.ackTimeoutMs) })
+    const outcome = await Promise.race([taken.then(() => 'taken' as const, (error: Error) => error), late])
+    clearTimeout(timer)
+    if (outcome !== 'taken') {
+      if (message !== undefined) this.#bus?.forget(message.id)
+      taken.catch(() => {})
+      throw new FST_AUTHZ_BUS_FAILED({ cause: outcome === 'late' ? new Error(`Redis did not take the invalidation within ackTimeoutMs (${this.#o.ackTimeoutMs} ms); it is queued and retried`) : outcome })
+    }
+    if (message === undefined || this.#bus === undefined) return { acknowledged: 1, instances: 1 }
+    const left = Math.max(0, this.#o.ackTimeoutMs - (performance.now() - started))
+    const acknowledged = await this.#bus.acknowledged(message.id, op.receivers, left)
+    if (acknowledged < op.receivers) {
+      this.#counters.ackTimeouts++
+      this.#log.warn({ acknowledged, instances: op.receivers, authzInvalidation: request }, 'authz cache: not every instance acknowledged an invalidation within ackTimeoutMs; those that did not are within their outage bound')
+    }
+    return { acknowledged, instances: op.receivers }
+  }
+
+  /** A direct write: drops the key on every instance and in L2, then writes the new value (fenced), in order with invalidations. */
+  replace (key: string, value: unknown, ttlMs: number, tags: string[]): void {
+    this.#outbox.push({ type: 'replace', key, value, ttlMs, tags }).catch(() => {})
+  }
+
+  /** Delivers one operation of the outbox; rejects when Redis did not take it (it is retried). */
+  async #deliver (op: Op): Promise<void> {
+    if (op.type === 'replace') {
+      const message = this.#bus?.message({ keys: [op.key] })
+      const fence = await this.#invalidate({ keys: [op.key] }, message)
+      if (!this.#o.l2) return
+      await this.#fencedWrite(op.key, op.value, op.ttlMs, op.tags, fence.fence).catch(() => { this.#counters.l2Errors++ })
+      return
+    }
+    const { receivers } = await this.#invalidate(op.request, op.message)
+    op.receivers = receivers
+    if (op.message !== undefined) this.#counters.published++
+    // Housekeeping only: the marks already keep every older value out.
+    if (this.#o.l2 && (op.request.all === true || op.request.pattern !== undefined)) {
+      await this.#scanDelete(op.request).catch(() => { this.#counters.l2Errors++ })
+    }
+  }
+
+  /** The invalidation script: marks, deletes, publishes. */
+  async #invalidate (request: InvalidationRequest, message: { id: string, text: string } | undefined): Promise<{ fence: string, receivers: number }> {
     const tags = [...invalidationTags(request)]
-    const scan = request.all === true || request.pattern !== undefined
-    const message = JSON.stringify({ from: this.#id, request })
-    const keys = [this.#seqKey, this.#globalKey]
+    const k = this.#k
+    const keys = [k.boot, k.seq, k.g, k.m]
     for (const tag of tags) keys.push(this.#tagKey(tag), this.#epochKey(tag))
-    for (const key of request.keys ?? []) keys.push(this.#valueKey(key))
-    const bumpGlobal = scan || (request.keys?.length ?? 0) > 0
+    for (const key of request.keys ?? []) keys.push(this.#valueKey(key), this.#keyMark(key))
+    const global = request.all === true || request.pattern !== undefined
     try {
-      // One script: bump seq, mark the tags, delete their sets and values, and (unless a SCAN must run first) publish.
-      await this.#script(INVALIDATE_SCRIPT, INVALIDATE_SHA, keys, [tags.length, this.#epochTtlMs, `${this.#o.keyPrefix}v:`, bumpGlobal ? '1' : '0', !scan && this.#o.bus ? this.#o.channel : '', message])
-      if (scan) {
-        if (this.#o.l2) await this.#scanDelete(request)
-        if (this.#o.bus) await this.#command(this.#client.publish(this.#o.channel, message))
-      }
-      if (this.#o.bus) this.#counters.published++
+      const [fence, receivers] = await this.#script(INVALIDATE_SCRIPT, INVALIDATE_SHA, keys,
+        [tags.length, this.#epochTtlMs, `${this.#o.keyPrefix}v:`, global ? '1' : '0', message === undefined ? '' : this.#o.channel, message?.text ?? '', randomUUID()]) as [Buffer, number]
+      return { fence: fence.toString(), receivers }
     } catch (error) {
       this.#counters.l2Errors++
-      this.#log.error({ err: error, authzInvalidation: request }, 'authz cache: could not publish an invalidation; other instances may hold the entries until their TTL')
-      throw new FST_AUTHZ_BUS_FAILED({ cause: error })
+      throw error
     }
   }
 
@@ -367,14 +368,15 @@ class RedisShared implements SharedLayer, RedisLayer {
   }
 
   stats (): RedisStats {
-    const connected = this.#sub === undefined ? this.#client.status === 'ready' : this.#subscribed
-    return { connected, ...this.#counters }
+    const connected = this.#bus === undefined ? this.#client.status === 'ready' : this.#bus.up
+    return { connected, ...this.#counters, pending: this.#outbox.pending }
   }
 
   async close (): Promise<void> {
     this.#closing = true
     this.#engine.detach()
-    this.#sub?.disconnect()
+    this.#outbox.close()
+    this.#bus?.close()
     if (this.#ownsClient) {
       await withTimeout(this.#client.quit(), this.#o.commandTimeoutMs * 4).catch(() => this.#client.disconnect())
     }

@@ -145,6 +145,12 @@ export interface RedisStats {
   published: number
   /** Invalidation messages received from other instances. */
   received: number
-  /** Times the bus connection was lost. */
+  /** Times the bus was lost: its connection closed, or this instance stopped hearing its own heartbeat (a frozen Redis). */
   outages: number
+  /** L2 values refused on read (an invalidation came after their load started) and L2 writes refused (one came during the load). */
+  refused: number
+  /** Invalidations (and direct writes) Redis has not taken yet, retried in order; while any is queued nothing is read from L2. */
+  pending: number
+  /** Invalidations whose acknowledgements did not all arrive within `ackTimeoutMs`. */
+  ackTimeouts: number
 }

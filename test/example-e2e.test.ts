@@ -390,7 +390,7 @@ test('admin routes: guarded, stats move as requests hit and miss, Prometheus tex
 
   const invalidated = await http('POST', '/_authz/invalidate', { token: tokens.admin, body: { userId: ids.users.alice } })
   t.equal(invalidated.status, 200)
-  t.same(invalidated.body, { invalidated: 1 })
+  t.same(invalidated.body, { invalidated: 1, acknowledged: 1, instances: 1 })
   t.equal((await http('GET', `/generations/${g1}`, { token: tokens.alice })).status, 200)
   t.equal((await stats()).misses, after.misses + 1, 'the next request missed and asked the database again')
   const bad = await http('POST', '/_authz/invalidate', { token: tokens.admin, body: { user: 'x' } })

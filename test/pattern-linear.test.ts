@@ -170,7 +170,9 @@ if (available === false) {
     keyPrefix: ns.keyPrefix,
     channel: ns.channel,
     busOutageMaxStalenessSeconds: 5,
-    commandTimeoutMs: 1000
+    commandTimeoutMs: 1000,
+    heartbeatMs: 1000,
+    ackTimeoutMs: 250
   })
 
   test('L2 + bus: one adversarial pattern request no longer freezes every instance', async (t) => {

@@ -86,7 +86,7 @@ test('POST /_authz/invalidate: by user, tags, pattern, keys, all; the next reque
   for (const [body, removed] of bodies) {
     const res = await invalidate(body)
     t.equal(res.statusCode, 200, JSON.stringify(body))
-    t.same(res.json(), { invalidated: removed }, JSON.stringify(body))
+    t.same(res.json(), { invalidated: removed, acknowledged: 1, instances: 1 }, JSON.stringify(body))
     await warmUp()
     calls += removed
     t.equal(db.calls.length, calls, `${JSON.stringify(body)}: only what was removed reloads`)

@@ -138,7 +138,7 @@ if (available === false) {
     t.equal(x.db.calls.length, 1)
     const stats = (await x.app.inject({ url: '/_authz/stats', headers: x.auth('ops', { scope: 'authz:admin' }) })).json()
     t.equal(stats.redis.connected, false)
-    t.ok(stats.redis.l2Errors >= 1, 'L2 errors counted as misses')
+    t.equal(stats.redis.l2Hits + stats.redis.l2Misses, 0, 'nothing is read from L2 while the bus is down')
     const res = await x.app.inject({ method: 'POST', url: '/_authz/invalidate', headers: x.auth('ops', { scope: 'authz:admin' }), payload: { userId: U1 } })
     t.equal(res.statusCode, 503, 'the caller learns the other instances were not told')
     t.equal(res.json().code, 'FST_AUTHZ_BUS_FAILED')
@@ -188,7 +188,7 @@ if (available === false) {
     const x = await buildApp(t, { compressionEnabled: true, redis: { client, keyPrefix: ns.keyPrefix, channel: ns.channel } }, routes, table)
     t.equal(await get(x), 200)
     const raw = await ns.raw.getBuffer(`${ns.keyPrefix}v:auth:gen:${G1}:user:${U1}:access`)
-    t.equal(raw?.[0], 1, 'a large value is stored compressed in L2')
+    t.equal(raw?.[(raw?.indexOf(10) ?? -2) + 1], 1, 'a large value is stored compressed in L2 (the format byte after its header line)')
     const clientsBefore = (await ns.raw.client('LIST') as string).split('\n').filter(Boolean).length
     await x.app.close()
     t.equal(client.status, 'ready', 'the passed client stays open')

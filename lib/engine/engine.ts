@@ -297,9 +297,11 @@ export class Engine {
     if (ttlSeconds !== undefined && !(typeof ttlSeconds === 'number' && ttlSeconds > 0 && Number.isFinite(ttlSeconds))) {
       throw new FST_AUTHZ_OPTIONS('ttlSeconds', `must be a positive number, got ${describe(ttlSeconds)}`)
     }
-    // A direct write is an answer given now: it replaces what a load in flight would store.
+    // A direct write is an answer given now: it replaces what a load in flight would store, here and (with Redis) everywhere.
     this.#loads.fenceKey(key)
-    this.#write(state, id, userId, value, json, this.#ttlFor(state, value, ttlSeconds === undefined ? undefined : ttlSeconds * 1000))
+    const ttlMs = this.#ttlFor(state, value, ttlSeconds === undefined ? undefined : ttlSeconds * 1000)
+    this.#write(state, id, userId, value, json, ttlMs)
+    if (this.#shared !== undefined && !this.#closed) this.#shared.replace(key, value, ttlMs, this.#tagsOf(state.baseTags(id, userId), value))
   }
 
   /**
@@ -333,9 +335,20 @@ export class Engine {
    * entries were removed.
    */
   async invalidate (request: InvalidationRequest, options?: { silent?: boolean }): Promise<number> {
-    const removed = this.apply(request, 'local', options?.silent === true)
-    if (this.#shared !== undefined) await this.#shared.publish(request)
-    return removed
+    return (await this.invalidateEverywhere(request, options)).invalidated
+  }
+
+  /**
+   * `invalidate`, answering how far it got: entries removed here, and with a
+   * bus, the instances it reached and how many acknowledged within
+   * `ackTimeoutMs` (this one included). Rejects with FST_AUTHZ_BUS_FAILED
+   * when Redis did not take it in time; it was applied here and stays queued.
+   */
+  async invalidateEverywhere (request: InvalidationRequest, options?: { silent?: boolean }): Promise<{ invalidated: number, acknowledged: number, instances: number }> {
+    const invalidated = this.apply(request, 'local', options?.silent === true)
+    if (this.#shared === undefined) return { invalidated, acknowledged: 1, instances: 1 }
+    const delivery = await this.#shared.publish(request)
+    return { invalidated, ...delivery }
   }
 
   /** Applies here, and publishes in the background (the synchronous invalidation methods). */

@@ -7,10 +7,15 @@
  * remembers the number it started at. An invalidation that touches a load in
  * flight fences it (`fencedAt`): its result is stored nowhere, L1 or L2, and
  * it leaves `inflight`, so callers arriving afterwards start a new load.
- * Tags a decision brings along are only known when its load ends, so tag
- * invalidations are also logged while loads run and checked against the
- * decision's tags on completion; a caller that joined after such an
- * invalidation loads again instead of taking the old answer.
+ * Tags a decision brings along are only known when its resolver answers, so
+ * tag invalidations are also logged while loads run and checked against the
+ * decision's tags then; from that moment the load is fenced by its full tag
+ * set (`tags`), through the L2 write, until it stores. A caller that joined
+ * after such an invalidation loads again instead of taking the old answer.
+ * When the shared layer refuses the L2 write, an invalidation this instance
+ * may not have heard of yet happened during the load: every caller that
+ * joined the load reloads, and only the caller that started it (whose
+ * request began before the invalidation) gets the answer.
  */
 import type { SharedLayer } from './shared.js'
 import type { KindState } from './entry.js'
@@ -26,6 +31,12 @@ export interface Load {
   readonly id: string
   readonly userId: string
   readonly baseTags: string[]
+  /** The tags that fence the load: its base tags, then every tag of its answer once the resolver answered. */
+  tags: string[]
+  /** Reads no L2 value (`fresh: true`): the resolver answers. */
+  readonly fresh: boolean
+  /** The shared layer refused the L2 write: callers that joined must reload. */
+  refused: boolean
   readonly startSeq: number
   /** Sequence number of the first invalidation that touched this load; Infinity while untouched. */
   fencedAt: number
@@ -63,6 +74,11 @@ export class Loads {
     return ++this.#seq
   }
 
+  /** The newest sequence number given out. */
+  get seq (): number {
+    return this.#seq
+  }
+
   /** Whether a load for `key` is in flight (and not fenced). */
   has (key: string): boolean {
     return this.#inflight.has(key)
@@ -77,27 +93,32 @@ export class Loads {
     const key = kind.keyOf(id, userId)
     for (;;) {
       let load = fresh ? undefined : this.#inflight.get(key)
+      const joined = load !== undefined
       if (load === undefined) {
-        load = this.start(kind, id, userId, key, call)
+        load = this.start(kind, id, userId, key, call, fresh)
       } else {
         this.#stats.coalesced++
       }
       const joinedAt = this.#seq
       const value = await load.promise
-      // Fenced by an invalidation this caller arrived after: its answer is stale.
-      if (load.fencedAt > joinedAt) return value
+      // Fenced by an invalidation this caller arrived after, or by one only Redis has seen yet: its answer is stale.
+      if (load.fencedAt > joinedAt && !(joined && load.refused)) return value
       fresh = false
     }
   }
 
   /** Starts a load (also the background refresh of a hot entry). */
-  start (kind: KindState, id: string, userId: string, key: string, call: Call): Load {
+  start (kind: KindState, id: string, userId: string, key: string, call: Call, fresh = false): Load {
+    const baseTags = kind.baseTags(id, userId)
     const load: Load = {
       key,
       kind,
       id,
       userId,
-      baseTags: kind.baseTags(id, userId),
+      baseTags,
+      tags: baseTags,
+      fresh,
+      refused: false,
       startSeq: this.#seq,
       fencedAt: Infinity,
       promise: undefined as unknown as Promise<unknown>
@@ -121,7 +142,7 @@ export class Loads {
     let sharedExpiresAt: number | undefined
     let accepted: Accepted | undefined
     if (shared !== undefined) {
-      const read = await shared.read(load.key)
+      const read = await shared.read(load.key, load.fresh)
       fence = read.fence
       if (read.record !== undefined && read.record.expiresAt > host.now()) {
         // Checked like an answer, so callers get it frozen; a record that does not pass is a miss.
@@ -136,21 +157,33 @@ export class Loads {
     const { value, json } = accepted ?? await host.call(load, call)
     if (json === undefined) return value
     const tags = host.tagsOf(load.baseTags, value)
+    // From here on, an invalidation of any of the answer's tags fences the load (fenceTouched reads `tags`).
+    load.tags = tags
     this.#checkTagLog(load, tags)
     if (load.fencedAt !== Infinity) return value
     const ttlMs = sharedExpiresAt === undefined ? host.ttlFor(load.kind, value) : sharedExpiresAt - host.now()
     if (shared !== undefined && sharedExpiresAt === undefined) {
       const written = await shared.write(load.key, value, ttlMs, tags, fence)
-      if (!written || load.fencedAt !== Infinity) return value
+      if (!written) {
+        load.refused = true
+        if (this.#inflight.get(load.key) === load) this.#inflight.delete(load.key)
+        return value
+      }
+      if (load.fencedAt !== Infinity) return value
     }
     host.store(load, value, json, ttlMs)
     return value
   }
 
-  /** A direct write is an answer given now: the load in flight for its key stores nothing. */
-  fenceKey (key: string): void {
-    const load = this.#inflight.get(key)
-    if (load !== undefined) this.#fence(load, this.next())
+  /**
+   * A direct write is an answer given now: no load in flight for its key
+   * stores anything, the one callers join and any older one a `fresh` load
+   * replaced. Answers the write's sequence number.
+   */
+  fenceKey (key: string): number {
+    const seq = this.next()
+    for (const load of this.#running) if (load.key === key) this.#fence(load, seq)
+    return seq
   }
 
   /**
@@ -160,7 +193,7 @@ export class Loads {
   fenceTouched (seq: number, tags: Set<string>, touches: (key: string, baseTags: string[]) => boolean): void {
     if (this.#running.size === 0) return
     for (const load of this.#running) {
-      if (touches(load.key, load.baseTags)) this.#fence(load, seq)
+      if (touches(load.key, load.tags)) this.#fence(load, seq)
     }
     if (tags.size > 0) this.#tagLog.push({ seq, tags })
   }

@@ -21,13 +21,26 @@ export interface SharedRead {
  * `publish`, which rejects when the invalidation did not get through.
  */
 export interface SharedLayer {
-  read (key: string): Promise<SharedRead>
-  /** Writes unless an invalidation happened since `fence` was read; true when written. */
+  /** The value of a key, valid only if no invalidation touching it came after its load started; `fresh`: the fence only, no value. */
+  read (key: string, fresh: boolean): Promise<SharedRead>
+  /** Writes unless an invalidation touching the key or `tags` happened since `fence` was read; true when written (or when L2 is not in use). */
   write (key: string, value: unknown, ttlMs: number, tags: string[], fence: unknown): Promise<boolean>
-  /** Removes what `request` touches from L2 and tells every other instance; rejects when it could not. */
-  publish (request: InvalidationRequest): Promise<void>
+  /**
+   * Removes what `request` touches from L2 and tells every other instance.
+   * Resolves once every instance acknowledged, or after the ack timeout with
+   * the count; rejects when Redis did not take it in time (it stays queued).
+   */
+  publish (request: InvalidationRequest): Promise<Delivery>
+  /** A direct write (`set*()`): replaces the key in L2 and drops it on every other instance, in order with invalidations. */
+  replace (key: string, value: unknown, ttlMs: number, tags: string[]): void
   /** Counters for the `redis` block of the stats. */
   stats? (): RedisStats
+}
+
+/** How far an invalidation got: the instances the bus reached, and how many applied it in time. */
+export interface Delivery {
+  acknowledged: number
+  instances: number
 }
 
 /** What an attached layer may do to the engine. */
