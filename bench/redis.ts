@@ -90,7 +90,7 @@ export interface PropagationResult {
   warmupRounds: number
   /** From just before A's `await invalidateUserAuthorizationCache(userId)` to B's `observer.invalidated(..., 'remote')`. */
   latencyMs: Distribution
-  /** How long A's `await invalidateUserAuthorizationCache()` took (local apply, then one Lua script that also publishes). */
+  /** How long A's `await invalidateUserAuthorizationCache()` took (local apply, then one Lua script that also publishes, then every instance's acknowledgement). */
   callMs: Distribution
   /** Part of `latencyMs` before A issues the script that publishes: the local apply. */
   beforePublishMs: Distribution
@@ -478,12 +478,12 @@ async function childMain (ns: Namespace): Promise<void> {
  */
 function watchPublish (channel: string): { last: () => bigint | undefined, restore: () => void } {
   // The plugin publishes a tag or user invalidation from inside its Lua script
-  // (EVALSHA, or EVAL the first time), and with PUBLISH after a SCAN: any of
+  // (EVALSHA, or EVAL the first time; their Buffer forms): any of
   // these commands carrying the channel is "A issues its publish".
   const proto = Redis.prototype as unknown as Record<string, (...args: unknown[]) => unknown>
   let last: bigint | undefined
   const restores: Array<() => void> = []
-  for (const name of ['publish', 'evalsha', 'eval']) {
+  for (const name of ['publish', 'evalsha', 'eval', 'evalshaBuffer', 'evalBuffer']) {
     const had = Object.prototype.hasOwnProperty.call(proto, name)
     const original = proto[name]
     proto[name] = function (this: unknown, ...args: unknown[]) {
@@ -788,7 +788,7 @@ export function formatResult (r: RedisBenchResult): string {
     lines.push(row('A invalidateUserAuthorizationCache() -> B applied', p.latencyMs, 3))
     lines.push(row('  of which: call -> A issues PUBLISH', p.beforePublishMs, 3))
     lines.push(row('  of which: A issues PUBLISH -> B applied', p.publishToAppliedMs, 3))
-    lines.push(row('A\'s await (local apply, one Lua script)', p.callMs, 3))
+    lines.push(row('A\'s await (local apply, Lua script, every ack)', p.callMs, 3))
     lines.push(row('bus floor: raw PUBLISH -> B applied', p.busFloorMs, 3))
     lines.push(`  lost (not applied within ${p.lostAfterMs} ms): ${p.lost}; rounds removing other than 1 entry on B: ${p.unexpectedRemovals}`)
     lines.push(`  p99 < ${r.targetP99Ms} ms: ${p.meetsTarget ? 'yes' : 'NO'} (${fmt(p.latencyMs.p99, 3)} ms)`)

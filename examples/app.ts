@@ -197,6 +197,24 @@ function routes (app: FastifyInstance, db: Database): void {
     return current
   }
 
+  /**
+   * The membership change is committed: revoke the user's cached decisions
+   * everywhere. When Redis does not take the revocation in time, it is
+   * already applied on this instance and stays queued, retried until Redis
+   * takes it; the change happened, so the caller gets 200 with
+   * `propagation: 'queued'` rather than a 503 inviting a retry that would
+   * find nothing to change.
+   */
+  async function revokeUser (request: FastifyRequest, userId: string): Promise<{ invalidated?: number, propagation?: 'queued' }> {
+    try {
+      return { invalidated: await app.authz.invalidateUserAuthorizationCache(userId) }
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'FST_AUTHZ_BUS_FAILED') throw error
+      request.log.warn({ err: error, userId }, 'membership changed; the revocation is applied here and queued for the other instances')
+      return { propagation: 'queued' }
+    }
+  }
+
   app.put<{ Params: MemberParams, Body: { role: string } }>('/teams/:teamId/members/:userId', {
     config: { authz: { team: 'teamId', role: 'admin' } },
     schema: {
@@ -211,8 +229,7 @@ function routes (app: FastifyInstance, db: Database): void {
        ON CONFLICT (team_id, user_id) DO UPDATE SET role = EXCLUDED.role RETURNING role`,
       [teamId, userId, request.body.role])
     if (rows.length === 0) return reply.code(404).send(notFound('no such user'))
-    const invalidated = await app.authz.invalidateUserAuthorizationCache(userId)
-    return { ok: true, role: rows[0].role, invalidated }
+    return { ok: true, role: rows[0].role, ...await revokeUser(request, userId) }
   })
 
   app.delete<{ Params: MemberParams }>('/teams/:teamId/members/:userId', {
@@ -224,7 +241,6 @@ function routes (app: FastifyInstance, db: Database): void {
       return reply.code(404).send(notFound('not a member of this team'))
     }
     await db.query('DELETE FROM team_members WHERE team_id = $1 AND user_id = $2', [teamId, userId])
-    const invalidated = await app.authz.invalidateUserAuthorizationCache(userId)
-    return { ok: true, invalidated }
+    return { ok: true, ...await revokeUser(request, userId) }
   })
 }
