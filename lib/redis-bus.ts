@@ -17,10 +17,11 @@
  * L1 entry stored before, since invalidations may have been missed.
  *
  * Acknowledgements: PUBLISH answers how many subscribers received a
- * message (this instance's own included). Each instance acknowledges after
- * it applied the invalidation (this one acknowledges its own on receipt: it
- * applied it before publishing), and the publisher waits for as many
- * acknowledgements as receivers, at most `ackTimeoutMs`.
+ * message (this instance's own included), and heartbeats tell which
+ * instances are alive. Each instance acknowledges after it applied the
+ * invalidation (this one acknowledges its own on receipt: it applied it
+ * before publishing), and the publisher waits for as many acknowledgements
+ * as the larger of the two counts, at most `ackTimeoutMs`.
  */
 import { randomUUID } from 'node:crypto'
 
@@ -61,6 +62,8 @@ export class Bus {
   readonly #timer: NodeJS.Timeout
   readonly #silentAfterMs: number
   readonly #trackers = new Map<string, Tracker>()
+  /** Instance id -> when its last heartbeat was heard (this one included). */
+  readonly #peers = new Map<string, number>()
   #subscribed = false
   #up = false
   #heardAt = 0
@@ -131,6 +134,7 @@ export class Bus {
     } catch {}
     const m = parsed !== null && typeof parsed === 'object' ? parsed as { id?: unknown, from?: unknown, request?: unknown, ack?: unknown, hb?: unknown } : undefined
     if (m !== undefined && m.hb !== undefined) {
+      if (typeof m.from === 'string') this.#peers.set(m.from, performance.now())
       if (m.from === this.id) this.#heard()
       return
     }
@@ -157,6 +161,21 @@ export class Bus {
     this.#up = true
     this.#host.up()
     for (const waiter of this.#waiters.splice(0)) waiter()
+  }
+
+  /**
+   * Instances heard within the liveness window, this one included. On Redis
+   * Cluster, PUBLISH counts only the subscribers of the node that ran it, so
+   * the publisher expects acknowledgements from the larger of the two counts.
+   */
+  peers (): number {
+    const now = performance.now()
+    let live = 0
+    for (const [id, at] of this.#peers) {
+      if (now - at <= this.#silentAfterMs) live++
+      else this.#peers.delete(id)
+    }
+    return live
   }
 
   /** A new invalidation message; `track` starts counting its acknowledgements. */

@@ -296,12 +296,13 @@ class RedisShared implements SharedLayer, RedisLayer {
     }
     if (message === undefined || this.#bus === undefined) return { acknowledged: 1, instances: 1 }
     const left = Math.max(0, this.#o.ackTimeoutMs - (performance.now() - started))
-    const acknowledged = await this.#bus.acknowledged(message.id, op.receivers, left)
-    if (acknowledged < op.receivers) {
+    const instances = Math.max(op.receivers, this.#bus.peers())
+    const acknowledged = await this.#bus.acknowledged(message.id, instances, left)
+    if (acknowledged < instances) {
       this.#counters.ackTimeouts++
-      this.#log.warn({ acknowledged, instances: op.receivers, authzInvalidation: request }, 'authz cache: not every instance acknowledged an invalidation within ackTimeoutMs; those that did not are within their outage bound')
+      this.#log.warn({ acknowledged, instances, authzInvalidation: request }, 'authz cache: not every instance acknowledged an invalidation within ackTimeoutMs; those that did not are within their outage bound')
     }
-    return { acknowledged, instances: op.receivers }
+    return { acknowledged, instances }
   }
 
   /** A direct write: drops the key on every instance and in L2, then writes the new value (fenced), in order with invalidations. */
