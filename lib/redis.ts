@@ -239,8 +239,9 @@ class RedisShared implements SharedLayer, RedisLayer {
     try {
       return await this.#fencedWrite(key, value, ttlMs, tags, fence)
     } catch {
+      // Whether an invalidation came during the load is unknown: store nothing (callers that joined reload).
       this.#counters.l2Errors++
-      return true
+      return false
     }
   }
 

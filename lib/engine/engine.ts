@@ -98,7 +98,7 @@ export class Engine {
       accept: (kind, raw) => validateAnswer(kind.validation, raw),
       tagsOf: (baseTags, value) => this.#tagsOf(baseTags, value),
       ttlFor: (kind, value) => this.#ttlFor(kind, value, undefined),
-      store: (load, value, json, ttlMs) => this.#write(load.kind, load.id, load.userId, value, json, ttlMs)
+      store: (load, value, json, ttlMs) => this.#write(load.kind, load.id, load.userId, value, json, ttlMs, load.startedAt)
     }
   }
 
@@ -263,7 +263,7 @@ export class Engine {
   }
 
   /** Stores `value`, the frozen copy `validateAnswer` made (callers share it: none can change what others see), and its `json`. */
-  #write (state: KindState, id: string, userId: string, value: unknown, json: string, ttlMs: number): void {
+  #write (state: KindState, id: string, userId: string, value: unknown, json: string, ttlMs: number, answeredSince?: number): void {
     if (this.#closed || !(ttlMs > 0)) return
     let stored: unknown = value
     let packed: Buffer | undefined
@@ -274,7 +274,7 @@ export class Engine {
     }
     const now = this.#now()
     this.#store.insert(state, id, userId, stored, packed, size, this.#ownTags(state, id, userId, value), now, ttlMs,
-      this.#refreshRatio === Infinity ? Infinity : now + ttlMs * this.#refreshRatio)
+      this.#refreshRatio === Infinity ? Infinity : now + ttlMs * this.#refreshRatio, answeredSince ?? now)
   }
 
   /**

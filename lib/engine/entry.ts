@@ -55,6 +55,7 @@ export class Entry {
     readonly bytes: number,
     /** Tags the index and the user lists do not cover (a decision's own `tags`, ...); usually none. */
     readonly tags: readonly string[],
+    /** When the answer was asked for: its load's start (a load may outlast an outage's start), or the write's time. The staleness bound counts from here. */
     readonly storedAt: number,
     readonly expiresAt: number,
     readonly refreshAt: number

@@ -38,6 +38,8 @@ export interface Load {
   /** The shared layer refused the L2 write: callers that joined must reload. */
   refused: boolean
   readonly startSeq: number
+  /** The engine clock when the load started: what its answer may reflect is at least this old. */
+  readonly startedAt: number
   /** Sequence number of the first invalidation that touched this load; Infinity while untouched. */
   fencedAt: number
   promise: Promise<unknown>
@@ -120,6 +122,7 @@ export class Loads {
       fresh,
       refused: false,
       startSeq: this.#seq,
+      startedAt: this.#host.now(),
       fencedAt: Infinity,
       promise: undefined as unknown as Promise<unknown>
     }

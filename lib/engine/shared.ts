@@ -23,7 +23,7 @@ export interface SharedRead {
 export interface SharedLayer {
   /** The value of a key, valid only if no invalidation touching it came after its load started; `fresh`: the fence only, no value. */
   read (key: string, fresh: boolean): Promise<SharedRead>
-  /** Writes unless an invalidation touching the key or `tags` happened since `fence` was read; true when written (or when L2 is not in use). */
+  /** Writes unless an invalidation touching the key or `tags` happened since `fence` was read; true when written (or when L2 is not in use), false when refused or when the write failed (the load then stores nothing). */
   write (key: string, value: unknown, ttlMs: number, tags: string[], fence: unknown): Promise<boolean>
   /**
    * Removes what `request` touches from L2 and tells every other instance.

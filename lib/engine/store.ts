@@ -127,7 +127,7 @@ export class Store {
    * Stores an entry, replacing the key's previous one, and evicts what the
    * caps need first. An entry larger than the whole byte cap is not stored.
    */
-  insert (kind: KindState, id: string, userId: string, value: unknown, packed: Buffer | undefined, jsonBytes: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number): void {
+  insert (kind: KindState, id: string, userId: string, value: unknown, packed: Buffer | undefined, jsonBytes: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number, answeredSince = now): void {
     const bytes = accountedBytes(jsonBytes, packed, id, userId, tags)
     const existing = kind.index.entry(id, userId)
     if (existing !== undefined) this.remove(existing, 'replace')
@@ -137,7 +137,7 @@ export class Store {
       if (victim === undefined) break
       this.remove(victim, 'evict')
     }
-    const entry = new Entry(kind, id, userId, value, packed, bytes, tags, now, now + ttlMs, refreshAt)
+    const entry = new Entry(kind, id, userId, value, packed, bytes, tags, answeredSince, now + ttlMs, refreshAt)
     kind.index.add(entry)
     this.#ring.add(entry)
     if (kind.userTagged) {
