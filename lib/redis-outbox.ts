@@ -97,6 +97,14 @@ export class Outbox<Op> {
     })
   }
 
+  /** Retries the head now instead of at its backoff (the connection just came back). */
+  retryNow (): void {
+    if (this.#timer === undefined) return
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    this.#pump()
+  }
+
   /** Stops retrying; what is still queued fails. */
   close (): void {
     this.#closed = true

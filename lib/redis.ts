@@ -131,6 +131,8 @@ class RedisShared implements SharedLayer, RedisLayer {
       stalled: (error, pending) => this.#log.error({ err: error, pending }, 'authz cache: Redis did not take an invalidation; applied here, queued, and retried in order; nothing is read from L2 until it is taken'),
       drained: () => this.#log.info('authz cache: Redis took every queued invalidation')
     })
+    // A connection that comes back delivers what waits at once, not at the next backoff step.
+    this.#client.on('ready', () => this.#outbox.retryNow())
     if (o.bus) {
       this.#engine.busDown()
       const sub = this.#client.duplicate({
