@@ -64,6 +64,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import { Redis } from 'ioredis'
+import { READ_SCRIPT, READ_SHA } from '../lib/redis-scripts.js'
 import authzCache from '../lib/index.js'
 import type { Decision, InvalidationRequest, RedisStats, Resolver } from '../lib/index.js'
 
@@ -125,6 +126,14 @@ export interface CheckCostResult {
   l2HitUs: Distribution
   /** `getOrLoad` on an id already in B's L1. */
   l1HitUs: Distribution
+  /**
+   * The Redis round trip of one L2 read alone, on the same keys, side by
+   * side: the read script (validate on read: the value's start sequence
+   * against the key, namespace and tag marks) and the read it replaced (one
+   * MGET of the sequence and the value, no validation).
+   */
+  readScriptUs: Distribution
+  previousMgetUs: Distribution
   /** Mean of the L1 hits timed as one batch (no per-call timer around each). */
   l1HitBatchMeanUs: number
   /** `getOrLoad` on an id in neither: L2 miss, resolver with a `backendMs` backend, L2 write. */
@@ -595,7 +604,7 @@ async function pool<T> (items: T[], concurrency: number, fn: (item: T) => Promis
   await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker))
 }
 
-async function checkCosts (a: FastifyInstance, b: FastifyInstance, bResolverCalls: () => number, backend: Resolver, tag: string, o: Required<Pick<RedisBenchOptions, 'ids' | 'passes' | 'missSamples' | 'backendMs'>>): Promise<CheckCostResult> {
+async function checkCosts (a: FastifyInstance, b: FastifyInstance, bResolverCalls: () => number, backend: Resolver, tag: string, o: Required<Pick<RedisBenchOptions, 'ids' | 'passes' | 'missSamples' | 'backendMs'>>, raw: Redis, keyPrefix: string): Promise<CheckCostResult> {
   const userId = `${tag}-reader`
   const ids = Array.from({ length: o.ids }, (_, i) => `${tag}-g${i}`)
   const warmIds = Array.from({ length: Math.min(200, o.ids) }, (_, i) => `${tag}-warm${i}`)
@@ -640,6 +649,27 @@ async function checkCosts (a: FastifyInstance, b: FastifyInstance, bResolverCall
   const l2HitsCounted = (await redisStats(b)).l2Hits - hitsBefore
   const resolverCallsDuringHits = bResolverCalls() - callsBefore
 
+  // The read's Redis round trip alone, both protocols on the same keys, alternating.
+  const script: number[] = []
+  const mget: number[] = []
+  const client = raw as unknown as { evalshaBuffer: (...args: unknown[]) => Promise<unknown>, evalBuffer: (...args: unknown[]) => Promise<unknown> }
+  await client.evalBuffer(READ_SCRIPT, 5, `${keyPrefix}boot`, `${keyPrefix}seq`, `${keyPrefix}g`, `${keyPrefix}v:x`, `${keyPrefix}k:x`, `${keyPrefix}e:`, '0', 'bench')
+  for (const [i, id] of shuffle([...ids]).entries()) {
+    const key = `auth:gen:${id}:user:${userId}:access`
+    const viaScript = async (): Promise<void> => {
+      const start = process.hrtime.bigint()
+      const reply = await client.evalshaBuffer(READ_SHA, 5, `${keyPrefix}boot`, `${keyPrefix}seq`, `${keyPrefix}g`, `${keyPrefix}v:${key}`, `${keyPrefix}k:${key}`, `${keyPrefix}e:`, '0', 'bench') as unknown[]
+      script.push(Number(process.hrtime.bigint() - start) / 1000)
+      if (reply.length !== 3) throw new Error(`the read script refused ${key}`)
+    }
+    const viaMget = async (): Promise<void> => {
+      const start = process.hrtime.bigint()
+      await raw.mgetBuffer(`${keyPrefix}seq`, `${keyPrefix}v:${key}`)
+      mget.push(Number(process.hrtime.bigint() - start) / 1000)
+    }
+    if (i % 2 === 0) { await viaScript(); await viaMget() } else { await viaMget(); await viaScript() }
+  }
+
   const miss: number[] = []
   const only: number[] = []
   const controller = new AbortController()
@@ -657,6 +687,8 @@ async function checkCosts (a: FastifyInstance, b: FastifyInstance, bResolverCall
     backendMs: o.backendMs,
     l2HitUs: distribution(l2, 'us'),
     l1HitUs: distribution(l1, 'us'),
+    readScriptUs: distribution(script, 'us'),
+    previousMgetUs: distribution(mget, 'us'),
     l1HitBatchMeanUs: Math.round(Number(batchNs) / batchCalls) / 1000,
     fullMissUs: distribution(miss, 'us'),
     resolverOnlyUs: distribution(only, 'us'),
@@ -736,7 +768,7 @@ export async function run (options: RedisBenchOptions = {}): Promise<RedisBenchR
     }
 
     log(`check costs: ${o.ids} ids x ${o.passes} passes from L2, ${o.missSamples} full misses`)
-    const checks = await checkCosts(a, bApp, () => resolverCalls, backend, tag, o)
+    const checks = await checkCosts(a, bApp, () => resolverCalls, backend, tag, o, raw, ns.keyPrefix)
 
     const primary = propagationChild ?? propagationSameProcess
     if (primary === undefined) throw new Error('no propagation mode ran')
@@ -803,10 +835,13 @@ export function formatResult (r: RedisBenchResult): string {
   lines.push(`  ${pad('us', 52)}${['p50', 'p90', 'p99', 'max'].map((h) => h.padStart(9)).join('')}${'n'.padStart(7)}`)
   lines.push(row('L1 hit', c.l1HitUs, 2))
   lines.push(row(`L2 hit (L1 empty; ${c.ids} ids x ${c.passes} passes)`, c.l2HitUs, 2))
+  lines.push(row('  Redis round trip: read script (validate on read)', c.readScriptUs, 2))
+  lines.push(row('  Redis round trip: the MGET it replaced', c.previousMgetUs, 2))
   lines.push(row(`full miss: L2 miss + ${c.backendMs} ms resolver + L2 write`, c.fullMissUs, 2))
   lines.push(row(`no cache: the ${c.backendMs} ms resolver alone`, c.resolverOnlyUs, 2))
   lines.push(`  L1 hit timed as one batch: ${fmt(c.l1HitBatchMeanUs, 3)} us mean per check`)
   lines.push(`  L2 hit / L1 hit (p50): ${fmt(c.l2HitUs.p50 / c.l1HitUs.p50, 0)}x; no cache / L2 hit (p50): ${fmt(c.resolverOnlyUs.p50 / c.l2HitUs.p50, 1)}x`)
+  lines.push(`  read script / previous MGET (p50, side by side): ${fmt(c.readScriptUs.p50 / c.previousMgetUs.p50, 2)}x; L2 hit p50 ${fmt(c.l2HitUs.p50 / 1000, 3)} ms (target: <= 1.5 x 0.13 ms = 0.195 ms)`)
   lines.push(`  checks: B's l2Hits grew by ${c.l2HitsCounted} (expected ${c.ids * c.passes}); B's resolver calls during hit passes: ${c.resolverCallsDuringHits}`)
   lines.push('')
   lines.push(`${r.keysDeleted} keys deleted; ${(r.durationMs / 1000).toFixed(1)} s`)
