@@ -22,10 +22,14 @@ import type { Entry } from './entry.js'
 /** An index slot: one entry, or a map of entries by user id. */
 export type Slot = Entry | Map<string, Entry>
 
-/** Entries a shard holds, on average, in a full cache: a rehash of this many takes ~0.3 ms here. */
-export const ENTRIES_PER_SHARD = 4096
-/** Most shards per index (at 10M entries each holds ~39k: a rehash of ~3 ms). */
-export const MAX_SHARDS = 256
+/**
+ * Entries a shard holds, on average, in a full cache. A rehash copies them
+ * all, each a cache miss in a large heap (~200 ns): at 4,096 a shard the
+ * slowest insert into a 1M cache took 1.0-1.2 ms, above the 1 ms bound.
+ */
+export const ENTRIES_PER_SHARD = 1024
+/** Most shards per index (at 1M entries each holds ~1k; at 10M ~10k, a rehash of ~2 ms). */
+export const MAX_SHARDS = 1024
 
 /** Shards for a cache of `maxEntries`: a power of two, from 1 to MAX_SHARDS. */
 export function shardsFor (maxEntries: number): number {
