@@ -6,7 +6,7 @@ import * as keys from '../lib/keys.js'
 import { AuthzCache } from '../lib/cache.js'
 import type { ResolvedRedisOptions } from '../lib/options.js'
 import { deferred } from './helpers.js'
-import { REDIS_URL, eventually, namespace, redisAvailable } from './redis-helpers.js'
+import { REDIS_URL, eventually, namespace, redisAvailable, resolvedRedis } from './redis-helpers.js'
 
 const { compilePattern, escapeKeySegment, MAX_PATTERN_LENGTH, MAX_PATTERN_STARS } = keys
 
@@ -162,18 +162,7 @@ const available = await redisAvailable()
 if (available === false) {
   test('pattern invalidation over Redis', { skip: `no Redis at ${REDIS_URL}` }, () => {})
 } else {
-  const redisOptions = (ns: ReturnType<typeof namespace>, client: Redis): ResolvedRedisOptions => ({
-    client,
-    url: undefined,
-    l2: true,
-    bus: true,
-    keyPrefix: ns.keyPrefix,
-    channel: ns.channel,
-    busOutageMaxStalenessSeconds: 5,
-    commandTimeoutMs: 1000,
-    heartbeatMs: 1000,
-    ackTimeoutMs: 250
-  })
+  const redisOptions = (ns: ReturnType<typeof namespace>, client: Redis): ResolvedRedisOptions => resolvedRedis(ns, { client, url: undefined, ackTimeoutMs: 250 })
 
   test('L2 + bus: one adversarial pattern request no longer freezes every instance', async (t) => {
     const { meter, AuthzCache, connectRedis } = await metered(t)

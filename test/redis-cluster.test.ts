@@ -13,17 +13,10 @@ import { join } from 'node:path'
 import { randomUUID } from 'node:crypto'
 import { test, type Test } from 'tap'
 import { Cluster } from 'ioredis'
-import type { FastifyBaseLogger } from 'fastify'
 import { AuthzCache } from '../lib/cache.js'
 import { connectRedis } from '../lib/redis.js'
 import type { Decision } from '../lib/types.js'
-import { eventually } from './redis-helpers.js'
-
-const silent: FastifyBaseLogger = (() => {
-  const noop = (): void => {}
-  const log = { level: 'silent', fatal: noop, error: noop, warn: noop, info: noop, debug: noop, trace: noop, silent: noop, child: () => log }
-  return log as unknown as FastifyBaseLogger
-})()
+import { eventually, resolvedRedis, silentLogger } from './redis-helpers.js'
 
 async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
@@ -73,7 +66,7 @@ if (!hasBinaries) {
         cleanupIntervalSeconds: 0,
         resolvers: { generation: async ({ id, userId }) => { calls[i]++; return rows.get(`${id}:${userId}`) ?? null } }
       })
-      const layer = await connectRedis(engine, { client, url: undefined, l2: true, bus: true, keyPrefix, channel, busOutageMaxStalenessSeconds: 5, commandTimeoutMs: 2000, heartbeatMs: 200, ackTimeoutMs: 2000 }, silent)
+      const layer = await connectRedis(engine, resolvedRedis({ keyPrefix, channel }, { client, url: undefined, commandTimeoutMs: 2000, heartbeatMs: 200, ackTimeoutMs: 2000 }), silentLogger)
       t.teardown(async () => {
         engine.close()
         await layer.close()

@@ -1,6 +1,8 @@
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
+import type { FastifyBaseLogger } from 'fastify'
+import type { ResolvedRedisOptions } from '../lib/options.js'
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 
@@ -87,3 +89,27 @@ export async function redisProxy (): Promise<{ url: string, cut: () => Promise<v
     close: async () => { if (server.listening) await cut() }
   }
 }
+
+/** The resolved `redis` options of a test that attaches `connectRedis` to an engine itself: its namespace, then what the test overrides. */
+export function resolvedRedis (ns: { keyPrefix: string, channel: string }, overrides: Partial<ResolvedRedisOptions> = {}): ResolvedRedisOptions {
+  return {
+    client: undefined,
+    url: REDIS_URL,
+    l2: true,
+    bus: true,
+    keyPrefix: ns.keyPrefix,
+    channel: ns.channel,
+    busOutageMaxStalenessSeconds: 5,
+    commandTimeoutMs: 1000,
+    heartbeatMs: 1000,
+    ackTimeoutMs: 1000,
+    ...overrides
+  }
+}
+
+/** A logger that drops everything (what `connectRedis` logs is not what these tests check). */
+export const silentLogger: FastifyBaseLogger = (() => {
+  const noop = (): void => {}
+  const log = { level: 'silent', fatal: noop, error: noop, warn: noop, info: noop, debug: noop, trace: noop, silent: noop, child: () => log }
+  return log as unknown as FastifyBaseLogger
+})()

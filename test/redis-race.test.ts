@@ -35,7 +35,7 @@ import type { ResolvedRedisOptions } from '../lib/options.js'
 import { connectRedis, type RedisLayer } from '../lib/redis.js'
 import type { Decision, InvalidationRequest, ResolverContext } from '../lib/types.js'
 import { deferred, type Deferred } from './helpers.js'
-import { REDIS_URL, eventually, namespace, redisAvailable } from './redis-helpers.js'
+import { REDIS_URL, eventually, namespace, redisAvailable, resolvedRedis } from './redis-helpers.js'
 
 /** mulberry32: a small seeded PRNG, [0, 1). */
 function mulberry32 (seed: number): () => number {
@@ -114,18 +114,7 @@ if (available === false) {
   test('randomized revocation races over Redis: no read started after an invalidation resolved sees the revoked grant', { timeout: 120_000 }, async (t) => {
     t.comment(`RACE_SEED=${SEED}${ONLY_TRIAL === undefined ? '' : ` RACE_TRIAL=${ONLY_TRIAL}`} (${TRIALS} trials, ${CONCURRENCY} at a time)`)
     const ns = namespace()
-    const options: ResolvedRedisOptions = {
-      client: undefined,
-      url: REDIS_URL,
-      l2: true,
-      bus: true,
-      keyPrefix: ns.keyPrefix,
-      channel: ns.channel,
-      busOutageMaxStalenessSeconds: 5,
-      commandTimeoutMs: 1000,
-      heartbeatMs: 1000,
-      ackTimeoutMs: 1000
-    }
+    const options: ResolvedRedisOptions = resolvedRedis(ns)
 
     /** The "database": `${generationId}|${userId}` -> the decision. */
     const db = new Map<string, Decision>()

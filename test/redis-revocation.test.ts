@@ -5,20 +5,13 @@
  */
 import { test, type Test } from 'tap'
 import { Redis } from 'ioredis'
-import type { FastifyBaseLogger } from 'fastify'
 import { AuthzCache } from '../lib/cache.js'
 import type { ResolvedRedisOptions } from '../lib/options.js'
 import { connectRedis } from '../lib/redis.js'
 import { WRITE_SHA } from '../lib/redis-scripts.js'
 import type { Decision } from '../lib/types.js'
 import { deferred, type Deferred } from './helpers.js'
-import { REDIS_URL, eventually, namespace, redisAvailable } from './redis-helpers.js'
-
-const silent: FastifyBaseLogger = (() => {
-  const noop = (): void => {}
-  const log = { level: 'silent', fatal: noop, error: noop, warn: noop, info: noop, debug: noop, trace: noop, silent: noop, child: () => log }
-  return log as unknown as FastifyBaseLogger
-})()
+import { REDIS_URL, eventually, namespace, redisAvailable, resolvedRedis, silentLogger } from './redis-helpers.js'
 
 type Ns = ReturnType<typeof namespace>
 
@@ -62,19 +55,7 @@ async function instance (t: Test, ns: Ns, db: Db, redis: Partial<ResolvedRedisOp
       }
     }
   })
-  const layer = await connectRedis(x.engine, {
-    client,
-    url: undefined,
-    l2: true,
-    bus: true,
-    keyPrefix: ns.keyPrefix,
-    channel: ns.channel,
-    busOutageMaxStalenessSeconds: 5,
-    commandTimeoutMs: 1000,
-    heartbeatMs: 200,
-    ackTimeoutMs: 2000,
-    ...redis
-  }, silent)
+  const layer = await connectRedis(x.engine, resolvedRedis(ns, { client, url: undefined, heartbeatMs: 200, ackTimeoutMs: 2000, ...redis }), silentLogger)
   t.teardown(async () => {
     x.engine.close()
     await layer.close()
