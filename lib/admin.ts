@@ -71,6 +71,17 @@ const statsSchema = {
         meetingHitRateTarget: { type: 'boolean' }
       }
     },
+    eviction: {
+      type: 'object',
+      properties: {
+        policy: { type: 'string' },
+        windowEntries: { type: 'integer' },
+        admitted: { type: 'integer' },
+        rejected: { type: 'integer' },
+        sketchResets: { type: 'integer' },
+        sketchBytes: { type: 'integer' }
+      }
+    },
     redis: {
       type: 'object',
       properties: {
@@ -136,6 +147,9 @@ export function prometheusText (stats: CacheStats): string {
   metric('size_bytes', 'gauge', 'Accounted size of the entries.', [['', Math.round(stats.totalSizeMb * 1024 * 1024)]])
   metric('size_max_bytes', 'gauge', 'Size cap (maxSizeMb).', [['', Math.round(stats.maxSizeMb * 1024 * 1024)]])
   metric('evictions_total', 'counter', 'Entries evicted to stay under a cap.', [['', stats.evictions]])
+  const e = stats.eviction
+  metric('admission_duels_total', 'counter', 'TinyLFU duels between the window\'s candidate and the main region\'s victim, by who stayed.', [['{outcome="admitted"}', e.admitted], ['{outcome="rejected"}', e.rejected]])
+  metric('sketch_resets_total', 'counter', 'Times the TinyLFU frequency sketch halved its counters.', [['', e.sketchResets]])
   metric('expirations_total', 'counter', 'Entries removed at the end of their TTL.', [['', stats.expirations]])
   metric('invalidations_total', 'counter', 'Entries removed by invalidation.', [['', stats.invalidations]])
   metric('loads_total', 'counter', 'Resolver loads started.', [['', stats.loads]])

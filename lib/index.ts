@@ -24,6 +24,7 @@ export type {
   CacheLookup,
   CacheStats,
   Decision,
+  EvictionStats,
   InvalidationRequest,
   KindStats,
   RedisStats,

@@ -68,6 +68,16 @@ export interface PresetValues {
   cleanupIntervalSeconds: number
   /** A resolver slower than this fails the check with 503 FST_AUTHZ_RESOLVER_TIMEOUT, in ms. @default 2000 */
   loaderTimeoutMs: number
+  /**
+   * Which entry goes when the cache is full. `'tinylfu'`: W-TinyLFU, a small
+   * window and a main region that admits an entry only when it is asked for
+   * more often than the one it would replace (scans and one-shot ids never
+   * flush hot grants; denials must be clearly hotter than a grant). Its
+   * frequency sketch takes about 12 bytes per entry of `maxEntries`, counted
+   * in `maxSizeMb`. `'clock'`: CLOCK (second chance), recency alone.
+   * @default 'tinylfu'
+   */
+  evictionPolicy: 'tinylfu' | 'clock'
 }
 
 export const presets: Readonly<Record<'development' | 'production', Readonly<PresetValues>>> = Object.freeze({
@@ -84,7 +94,8 @@ export const presets: Readonly<Record<'development' | 'production', Readonly<Pre
     compressionThresholdBytes: DEFAULT_COMPRESSION_THRESHOLD_BYTES,
     warmingEnabled: false,
     cleanupIntervalSeconds: 60,
-    loaderTimeoutMs: 2000
+    loaderTimeoutMs: 2000,
+    evictionPolicy: 'tinylfu'
   }),
   production: Object.freeze({
     maxEntries: 50_000,
@@ -99,7 +110,8 @@ export const presets: Readonly<Record<'development' | 'production', Readonly<Pre
     compressionThresholdBytes: DEFAULT_COMPRESSION_THRESHOLD_BYTES,
     warmingEnabled: true,
     cleanupIntervalSeconds: 30,
-    loaderTimeoutMs: 2000
+    loaderTimeoutMs: 2000,
+    evictionPolicy: 'tinylfu'
   })
 })
 
@@ -128,6 +140,11 @@ export interface ResolvedCacheOptions extends PresetValues {
 
 function fail (name: string, why: string): never {
   throw new FST_AUTHZ_OPTIONS(name, why)
+}
+
+function checkEvictionPolicy (value: unknown): 'tinylfu' | 'clock' {
+  if (value !== 'tinylfu' && value !== 'clock') fail('evictionPolicy', `must be 'tinylfu' or 'clock', got ${describe(value)}`)
+  return value
 }
 
 function checkInteger (name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -230,6 +247,7 @@ export function resolveCacheOptions (options: CacheOptions = {}): ResolvedCacheO
     warmingEnabled: checkBoolean('warmingEnabled', pick('warmingEnabled')),
     cleanupIntervalSeconds: checkNumber('cleanupIntervalSeconds', pick('cleanupIntervalSeconds'), 0, 86_400),
     loaderTimeoutMs: checkInteger('loaderTimeoutMs', pick('loaderTimeoutMs'), 1, 600_000),
+    evictionPolicy: checkEvictionPolicy(pick('evictionPolicy')),
     maxIdLength: checkInteger('maxIdLength', options.maxIdLength ?? DEFAULT_MAX_ID_LENGTH, 1, 65_536),
     now: options.now === undefined ? Date.now : checkFunction('now', options.now),
     random: options.random === undefined ? Math.random : checkFunction('random', options.random)

@@ -127,8 +127,26 @@ export interface CacheStats {
     /** At least one lookup, and hitRatePercent >= targetHitRatePercent. */
     meetingHitRateTarget: boolean
   }
+  /** The eviction policy at work (`evictionPolicy`). */
+  eviction: EvictionStats
   /** With `redis` set: the shared layer's counters. */
   redis?: RedisStats
+}
+
+/** The `eviction` block of the stats. */
+export interface EvictionStats {
+  /** The `evictionPolicy` option. */
+  policy: 'tinylfu' | 'clock'
+  /** TinyLFU: entries still in the admission window. */
+  windowEntries: number
+  /** TinyLFU: duels won by the window's candidate (a main-region entry was evicted instead). */
+  admitted: number
+  /** TinyLFU: duels lost by the candidate (it was evicted: asked for less often than the entry it would replace). */
+  rejected: number
+  /** TinyLFU: times the frequency sketch halved its counters (every `maxEntries` x 10 recorded accesses). */
+  sketchResets: number
+  /** TinyLFU: bytes of the frequency sketch, included in `totalSizeMb`. */
+  sketchBytes: number
 }
 
 /** The `redis` block of the stats. */

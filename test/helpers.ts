@@ -1,4 +1,4 @@
-import type { Decision, ResolverContext } from '../lib/types.js'
+import type { CacheStats, Decision, ResolverContext } from '../lib/types.js'
 
 /** A clock the test moves by hand. */
 export function fakeClock (start = 1_000_000): { now: () => number, tick: (ms: number) => void } {
@@ -47,6 +47,13 @@ export function tableResolver (table: Map<string, Decision | null> = new Map()):
     }
   }
   return state
+}
+
+export const MB = 1024 * 1024
+
+/** The accounted bytes of the entries alone: `totalSizeMb` also counts the TinyLFU sketch (rounded to the byte). */
+export function entryBytes (stats: CacheStats): number {
+  return Math.round(stats.totalSizeMb * MB - stats.eviction.sketchBytes)
 }
 
 export const U1 = '3f2a9c1e-7b4d-4e8a-9c2f-1a2b3c4d5e6f'

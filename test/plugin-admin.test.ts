@@ -38,12 +38,15 @@ test('GET /_authz/stats answers the SPEC fields as JSON', async (t) => {
   t.equal(res.statusCode, 200)
   t.match(res.headers['content-type'], 'application/json')
   const stats = res.json()
-  t.same(Object.keys(stats).sort(), ['averageAccessTimeMs', 'byKind', 'coalesced', 'evictions', 'expirations', 'hitRatePercent', 'hits', 'invalidations',
+  t.same(Object.keys(stats).sort(), ['averageAccessTimeMs', 'byKind', 'coalesced', 'eviction', 'evictions', 'expirations', 'hitRatePercent', 'hits', 'invalidations',
     'loaderErrors', 'loaderTimeouts', 'loads', 'maxEntries', 'maxSizeMb', 'misses', 'p99AccessTimeMs', 'performanceTargets', 'totalEntries', 'totalSizeMb'].sort())
   t.equal(stats.hits, 1)
   t.equal(stats.misses, 1)
   t.equal(stats.totalEntries, 1)
   t.same(stats.byKind.generation, { hits: 1, misses: 1, hitRatePercent: 50 })
+  t.same(Object.keys(stats.eviction).sort(), ['admitted', 'policy', 'rejected', 'sketchBytes', 'sketchResets', 'windowEntries'])
+  t.equal(stats.eviction.policy, 'tinylfu', 'the default policy')
+  t.ok(stats.eviction.sketchBytes > 0 && stats.totalSizeMb * 1024 * 1024 >= stats.eviction.sketchBytes, 'the sketch is counted in totalSizeMb')
   t.same(Object.keys(stats.performanceTargets).sort(), ['meetingAccessTimeTarget', 'meetingHitRateTarget', 'targetAccessTimeMs', 'targetHitRatePercent'])
   t.notMatch(res.body, /eyJ/, 'no token in the stats')
 })
@@ -58,8 +61,9 @@ test('GET /_authz/stats with Accept: text/plain answers Prometheus text', async 
   t.match(res.body, 'authz_cache_misses_total{kind="generation"} 1\n')
   t.match(res.body, 'authz_cache_entries 1\n')
   t.match(res.body, 'authz_cache_loads_total 1\n')
+  t.match(res.body, 'authz_cache_admission_duels_total{outcome="admitted"} 0\nauthz_cache_admission_duels_total{outcome="rejected"} 0\n')
   for (const line of res.body.trim().split('\n')) {
-    t.match(line, /^(# (HELP|TYPE) authz_cache_\w+ .+|authz_cache_\w+(\{kind="\w+"\})? -?[0-9.e+-]+)$/, 'exposition format')
+    t.match(line, /^(# (HELP|TYPE) authz_cache_\w+ .+|authz_cache_\w+(\{(kind|outcome)="\w+"\})? -?[0-9.e+-]+)$/, 'exposition format')
   }
 })
 

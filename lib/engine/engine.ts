@@ -17,10 +17,11 @@ import {
   type CacheOptions,
   type ResolvedCacheOptions
 } from '../options.js'
-import type { CacheLookup, CacheStats, Decision, InvalidationRequest, Resolver, WarmEntry } from '../types.js'
+import type { CacheLookup, CacheStats, Decision, EvictionStats, InvalidationRequest, Resolver, WarmEntry } from '../types.js'
 import { CachedFunctions, type CachedOptions } from './cached.js'
 import { pack, unpack } from './codec.js'
 import { Entry, NO_TAGS, type KindHandle, type KindState } from './entry.js'
+import { TinyLfuPolicy } from './eviction.js'
 import { applyPlan, planInvalidation } from './invalidation.js'
 import { Kinds } from './kinds.js'
 import { Loads, type Load, type LoadHost } from './loads.js'
@@ -29,6 +30,7 @@ import type { SharedHandle, SharedLayer } from './shared.js'
 import { SAMPLE_MASK, Stats } from './stats.js'
 import { Store } from './store.js'
 import { Sweeper } from './sweeper.js'
+import type { FrequencySketch } from './sketch.js'
 
 const MB = 1024 * 1024
 
@@ -53,6 +55,8 @@ export class Engine {
   readonly #loads: Loads
   readonly #cached: CachedFunctions
   readonly #sweeper: Sweeper
+  /** The TinyLFU frequency sketch (undefined under `evictionPolicy: 'clock'`): every lookup is recorded in it. */
+  readonly #sketch: FrequencySketch | undefined
 
   readonly #now: () => number
   readonly #random: () => number
@@ -76,7 +80,8 @@ export class Engine {
     this.#compressAbove = o.compressionEnabled ? o.compressionThresholdBytes : Infinity
     this.#refreshRatio = o.warmingEnabled ? DEFAULT_REFRESH_AHEAD_RATIO : Infinity
     const kinds = this.#kinds = new Kinds(this.options)
-    this.#store = new Store(kinds, o.maxEntries, Math.floor(o.maxSizeMb * MB), this.#stats)
+    this.#store = new Store(kinds, o.maxEntries, Math.floor(o.maxSizeMb * MB), this.#stats, o.evictionPolicy, o.random)
+    this.#sketch = this.#store.policy.sketch
     this.#loads = new Loads(this.#stats, this.#loadHost())
     this.#cached = new CachedFunctions({
       options: this.options,
@@ -151,6 +156,7 @@ export class Engine {
         if (entry.expiresAt > now && (this.#busDownSince === 0 || now - entry.storedAt <= this.#busMaxStaleMs)) {
           // Recency is a bit on the entry (read anyway for its expiry), not a list move: see engine/eviction.ts.
           if (!entry.used) entry.used = true
+          if (this.#sketch !== undefined) this.#sketch.increment(entry.hash)
           state.hits++
           if (entry.refreshAt <= now) this.#refresh(entry)
           const value = entry.packed === undefined ? entry.value : unpack(entry.packed)
@@ -160,6 +166,8 @@ export class Engine {
         if (entry.expiresAt <= now) this.#store.remove(entry, 'expire')
       }
     }
+    // A miss counts in the sketch too: how often a key is asked for decides whether it earns a place.
+    if (this.#sketch !== undefined) this.#sketch.increment(this.#store.policy.hashOf(state, id, userId))
     state.misses++
     return undefined
   }
@@ -273,8 +281,10 @@ export class Engine {
       stored = undefined
     }
     const now = this.#now()
+    // A denial (or no profile) lives negativeTtlSeconds: the eviction policy keeps it from crowding out grants.
+    const denied = state.validation !== 'any' && (value === null || (value as Decision).granted === false)
     this.#store.insert(state, id, userId, stored, packed, size, this.#ownTags(state, id, userId, value), now, ttlMs,
-      this.#refreshRatio === Infinity ? Infinity : now + ttlMs * this.#refreshRatio, answeredSince ?? now)
+      this.#refreshRatio === Infinity ? Infinity : now + ttlMs * this.#refreshRatio, answeredSince ?? now, denied)
   }
 
   /**
@@ -415,7 +425,11 @@ export class Engine {
   }
 
   getStats (): CacheStats {
-    return this.#stats.snapshot(this.#kinds, this.#store.count, this.#store.bytes, this.options, this.#shared?.stats?.())
+    const policy = this.#store.policy
+    const eviction: EvictionStats = policy instanceof TinyLfuPolicy
+      ? { policy: 'tinylfu', windowEntries: policy.windowCount, admitted: policy.admitted, rejected: policy.rejected, sketchResets: policy.sketch.resets, sketchBytes: policy.bytes }
+      : { policy: 'clock', windowEntries: 0, admitted: 0, rejected: 0, sketchResets: 0, sketchBytes: 0 }
+    return this.#stats.snapshot(this.#kinds, this.#store.count, this.#store.bytes, this.options, eviction, this.#shared?.stats?.())
   }
 
   /** Stops the sweep timer and empties the cache. Loads in flight finish but store nothing. */

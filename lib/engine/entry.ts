@@ -31,6 +31,8 @@ export interface KindState extends KindHandle {
   readonly tagPrefix: string
   /** Entries carry `user:{userId}`; the store finds them through its per-user lists, not a tag set. */
   readonly userTagged: boolean
+  /** Mixed into the frequency sketch's hash of an address, so two kinds' entries of one id differ. */
+  readonly salt: number
   resolver: Resolver | undefined
   hits: number
   misses: number
@@ -40,6 +42,10 @@ export class Entry {
   live = true
   /** Read since it was stored or last passed by the eviction hand (lib/engine/eviction.ts). */
   used = false
+  /** In the TinyLFU window (lib/engine/eviction.ts), not yet admitted to the main region. */
+  inWindow = false
+  /** The address's hash in the frequency sketch (lib/engine/sketch.ts); 0 under the CLOCK policy. */
+  hash = 0
   /** The eviction ring: the entry stored just before this one, and just after. */
   prev: Entry = this
   next: Entry = this
@@ -58,7 +64,9 @@ export class Entry {
     /** When the answer was asked for: its load's start (a load may outlast an outage's start), or the write's time. The staleness bound counts from here. */
     readonly storedAt: number,
     readonly expiresAt: number,
-    readonly refreshAt: number
+    readonly refreshAt: number,
+    /** A denial (`granted: false`, or no profile): short-lived, it must not crowd out grants (lib/engine/eviction.ts). */
+    readonly denied: boolean
   ) {}
 
   /** The entry's key, derived when needed (patterns, L2, listings): the store does not keep it. */

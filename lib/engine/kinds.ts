@@ -45,6 +45,8 @@ export class Kinds implements Iterable<KindState> {
       tagPrefix: name.startsWith(CACHED_PREFIX) ? name.slice(CACHED_PREFIX.length) : name,
       // Cached functions have no user; uuid validations tag their context instead (kept as an extra tag).
       userTagged: validation === undefined || validation !== 'any',
+      // Tells the kinds apart in the frequency sketch's hashes (./sketch.ts).
+      salt: Math.imul(this.#map.size + 1, 0x9e3779b9),
       resolver,
       hits: 0,
       misses: 0

@@ -4,7 +4,7 @@
  * kind's state, where the hit path already is.
  */
 import type { ResolvedCacheOptions } from '../options.js'
-import type { CacheStats, RedisStats } from '../types.js'
+import type { CacheStats, EvictionStats, RedisStats } from '../types.js'
 import type { KindState } from './entry.js'
 
 /** One hit in this many is timed for `averageAccessTimeMs` / `p99AccessTimeMs` (a power of two). */
@@ -66,7 +66,7 @@ export class Stats {
   }
 
   /** The SPEC stats object. */
-  snapshot (kinds: Iterable<KindState>, entries: number, bytes: number, o: Readonly<ResolvedCacheOptions>, redis: RedisStats | undefined): CacheStats {
+  snapshot (kinds: Iterable<KindState>, entries: number, bytes: number, o: Readonly<ResolvedCacheOptions>, eviction: EvictionStats, redis: RedisStats | undefined): CacheStats {
     let hits = 0
     let misses = 0
     const byKind: CacheStats['byKind'] = {}
@@ -97,6 +97,7 @@ export class Stats {
       loaderErrors: this.loaderErrors,
       loaderTimeouts: this.loaderTimeouts,
       byKind,
+      eviction,
       performanceTargets: {
         targetAccessTimeMs: o.targetAccessTimeMs,
         targetHitRatePercent: o.targetHitRatePercent,

@@ -13,7 +13,7 @@
  */
 import { parseKey } from '../keys.js'
 import { Entry, type KindState, type RemovalReason } from './entry.js'
-import { ClockRing } from './eviction.js'
+import { ClockPolicy, TinyLfuPolicy, type EvictionPolicy, type EvictionPolicyName } from './eviction.js'
 import { ShardedMap, shardsFor } from './kind-index.js'
 import type { Stats } from './stats.js'
 
@@ -52,7 +52,7 @@ export class Store {
   readonly #tags = new Map<string, Set<Entry>>()
   /** userId -> the newest of the user's entries (of kinds with `userTagged`), linked through `userNext`. */
   readonly #users: ShardedMap<Entry>
-  readonly #ring = new ClockRing()
+  readonly #policy: EvictionPolicy
   readonly #kinds: KindSource
   readonly #maxEntries: number
   readonly #maxBytes: number
@@ -60,10 +60,17 @@ export class Store {
   #count = 0
   #bytes = 0
 
-  constructor (kinds: KindSource, maxEntries: number, maxBytes: number, stats: Stats) {
+  /**
+   * `maxBytes` covers the policy's fixed memory too (the TinyLFU sketch, sized
+   * for the most entries the caps allow): the entries get what it leaves.
+   */
+  constructor (kinds: KindSource, maxEntries: number, maxBytes: number, stats: Stats, policy: EvictionPolicyName = 'tinylfu', random: () => number = Math.random) {
     this.#kinds = kinds
     this.#maxEntries = maxEntries
-    this.#maxBytes = maxBytes
+    this.#policy = policy === 'clock'
+      ? new ClockPolicy()
+      : new TinyLfuPolicy(Math.min(maxEntries, Math.max(1, Math.floor(maxBytes / ENTRY_OVERHEAD_BYTES))), random)
+    this.#maxBytes = Math.max(0, maxBytes - this.#policy.bytes)
     this.#users = new ShardedMap(shardsFor(maxEntries))
     this.#stats = stats
   }
@@ -73,9 +80,14 @@ export class Store {
     return this.#count
   }
 
-  /** Accounted bytes of the live entries. */
+  /** Accounted bytes: the live entries, and the policy's fixed memory. */
   get bytes (): number {
-    return this.#bytes
+    return this.#bytes + this.#policy.bytes
+  }
+
+  /** The eviction policy (the engine records accesses in its sketch; stats). */
+  get policy (): EvictionPolicy {
+    return this.#policy
   }
 
   /**
@@ -128,19 +140,20 @@ export class Store {
    * Stores an entry, replacing the key's previous one, and evicts what the
    * caps need first. An entry larger than the whole byte cap is not stored.
    */
-  insert (kind: KindState, id: string, userId: string, value: unknown, packed: Buffer | undefined, jsonBytes: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number, answeredSince = now): void {
+  insert (kind: KindState, id: string, userId: string, value: unknown, packed: Buffer | undefined, jsonBytes: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number, answeredSince = now, denied = false): void {
     const bytes = accountedBytes(jsonBytes, packed, id, userId, tags)
     const existing = kind.index.entry(id, userId)
     if (existing !== undefined) this.remove(existing, 'replace')
     if (bytes > this.#maxBytes) return
     while (this.#count > 0 && (this.#count >= this.#maxEntries || this.#bytes + bytes > this.#maxBytes)) {
-      const victim = this.#ring.victim()
+      const victim = this.#policy.victim()
       if (victim === undefined) break
       this.remove(victim, 'evict')
     }
-    const entry = new Entry(kind, id, userId, value, packed, bytes, tags, answeredSince, now + ttlMs, refreshAt)
+    const entry = new Entry(kind, id, userId, value, packed, bytes, tags, answeredSince, now + ttlMs, refreshAt, denied)
+    entry.hash = this.#policy.hashOf(kind, id, userId)
     kind.index.add(entry)
-    this.#ring.add(entry)
+    this.#policy.add(entry)
     if (kind.userTagged) {
       const newest = this.#users.get(userId)
       if (newest !== undefined) {
@@ -166,7 +179,7 @@ export class Store {
   remove (entry: Entry, reason: RemovalReason): boolean {
     if (!entry.live) return false
     entry.live = false
-    this.#ring.delete(entry)
+    this.#policy.delete(entry)
     entry.kind.index.delete(entry)
     if (entry.kind.userTagged) {
       const { userPrev, userNext } = entry
@@ -200,7 +213,7 @@ export class Store {
     }
     this.#tags.clear()
     this.#users.clear()
-    this.#ring.clear()
+    this.#policy.clear()
     this.#count = 0
     this.#bytes = 0
     return removed
