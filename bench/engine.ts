@@ -305,8 +305,9 @@ function missCounter (label: string): { miss: () => void, check: () => void } {
 
 const noop = (): void => {}
 
-function engineFor (maxEntries: number, maxSizeMb: number): AuthzCache {
+function engineFor (maxEntries: number, maxSizeMb: number, evictionPolicy: 'tinylfu' | 'clock' = 'tinylfu'): AuthzCache {
   return new AuthzCache({
+    evictionPolicy,
     maxEntries,
     maxSizeMb,
     cleanupIntervalSeconds: 0,
@@ -425,6 +426,20 @@ async function hitContenders (data: DataSet, capacity: number, full: boolean): P
       check: m.check
     })
   }
+  // i. the same lookup under the plain CLOCK policy (no frequency sketch to bump): the cost of TinyLFU on a hit.
+  const clock = engineFor(capacity, 1024, 'clock')
+  fill(clock, pairs)
+  const clockHandle = clock.kind('generation')
+  {
+    const m = missCounter('engine lookup, clock')
+    contenders.push({
+      id: 'i',
+      name: "engine, evictionPolicy 'clock': lookup(handle, g, u)",
+      param: rotation(order, start(8)),
+      call: (p) => { if (clock.lookup(clockHandle, p.g, p.u) === undefined) m.miss() },
+      check: m.check
+    })
+  }
   if (!full) {
     const m = missCounter('engine getGenerationAccess')
     contenders.push({
@@ -451,6 +466,7 @@ async function hitContenders (data: DataSet, capacity: number, full: boolean): P
     engine,
     close: async () => {
       engine.close()
+      clock.close()
       if (closeBento !== undefined) await closeBento()
     }
   }
@@ -642,6 +658,10 @@ export async function run (options: EngineBenchOptions = {}): Promise<EngineBenc
   }
   target('engine sync hit (f) / floor (a), 10k entries', (fRow?.medianNs ?? NaN) / (aRow?.medianNs ?? NaN), 'x', 1.5)
   target('engine sync hit (f) / floor (a), 10k entries, full cache', (fFull?.medianNs ?? NaN) / (aFull?.medianNs ?? NaN), 'x', 1.5)
+  const iRow = hit.find((c) => c.id === 'i')
+  const iFull = hitFull.find((c) => c.id === 'i')
+  target('tinylfu hit (f) / clock hit (i), 10k entries', (fRow?.medianNs ?? NaN) / (iRow?.medianNs ?? NaN), 'x', 1.2)
+  target('tinylfu hit (f) / clock hit (i), 10k entries, full cache', (fFull?.medianNs ?? NaN) / (iFull?.medianNs ?? NaN), 'x', 1.2)
   target('async-cache-dedupe hit (d) / engine sync hit (f)', (dRow?.medianNs ?? NaN) / (fRow?.medianNs ?? NaN), 'x', 2, true)
   target('engine hit growth 1k -> 1M, rotation over all entries', (growth(allEntries, 'engineNs') - 1) * 100, '%', 20)
   target('engine hit growth 1k -> 1M, the same hot set of 1k keys', (growth(hotSet, 'engineNs') - 1) * 100, '%', 20)

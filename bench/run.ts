@@ -5,9 +5,9 @@
  * how to re-run one.
  *
  * Sections, in run order and in BENCHMARKS.md order: engine, memory,
- * eviction, sweep (the L1 engine in process, and in child processes or
- * worker threads for memory and eviction), then http and redis (servers and
- * Redis around it).
+ * eviction, sweep, hit-ratio (the L1 engine in process, and in child
+ * processes or worker threads for memory and eviction), then http and redis
+ * (servers and Redis around it).
  *
  *   npm run bench                                  # all, then BENCHMARKS.md
  *   npm run bench -- engine memory eviction sweep  # some; BENCHMARKS.md keeps the others' last section
@@ -20,6 +20,7 @@ import * as engine from './engine.js'
 import * as memory from './memory.js'
 import * as eviction from './eviction.js'
 import * as sweep from './sweep.js'
+import * as hitRatio from './hit-ratio.js'
 import * as http from './http.js'
 import * as redis from './redis.js'
 import { targetsTable } from './support/format.js'
@@ -74,9 +75,15 @@ const evictionSection = markdownSection(eviction, {
 
 const sweepSection = markdownSection(sweep, {
   name: 'sweep',
-  title: 'Sweeps: the event loop while expired entries go, and the hit ratio',
-  rerun: 'npm run build && node dist/bench/sweep.js [--entries 1000000] [--wait 60] [--requests 1000000]'
-}, 'event-loop delay of the background sweep, Zipf hit ratio')
+  title: 'Sweeps: the event loop while expired entries go',
+  rerun: 'npm run build && node dist/bench/sweep.js [--entries 1000000] [--wait 60]'
+}, 'event-loop delay of the background sweep')
+
+const hitRatioSection = markdownSection(hitRatio, {
+  name: 'hit-ratio',
+  title: 'Hit ratio: the eviction policies on seeded traces, against lru-cache and Belady (optimal)',
+  rerun: 'npm run build && node dist/bench/hit-ratio.js [--requests 4000000] [--only zipf-0.8,scan,...] [--denials 100000]'
+}, 'seeded traces through the engine, lru-cache and Belady')
 
 async function httpSection (): Promise<Section> {
   log('HTTP benchmark (autocannon, server in a child process)...')
@@ -111,6 +118,7 @@ const RUNNERS: Record<string, () => Promise<Section>> = {
   memory: memorySection,
   eviction: evictionSection,
   sweep: sweepSection,
+  'hit-ratio': hitRatioSection,
   http: httpSection,
   redis: redisSection
 }

@@ -1,9 +1,8 @@
 /**
  * Sweeps that never block (issue 9, part 4): what removing expired entries
- * does to the event loop, and a check that the eviction policy keeps its
- * hit ratio.
+ * does to the event loop.
  *
- *   npm run build && node dist/bench/sweep.js [--entries 1000000] [--wait 60] [--requests 1000000]
+ *   npm run build && node dist/bench/sweep.js [--entries 1000000] [--wait 60]
  *
  * `run()` returns every number as a JSON-able object; run directly, the file
  * prints markdown tables and the JSON.
@@ -21,19 +20,14 @@
  *    counting the callbacks that removed entries in each turn. More than
  *    one such callback in a turn means sweep chains overlap.
  * 2. Synchronous `sweep()` of 1,000,000 expired entries, timed once.
- * 3. Hit ratio: a seeded Zipf trace of 1,000,000 requests over 200,000 keys
- *    into a 10,000-entry AuthzCache and a lru-cache of `max` 10,000 (on a
- *    miss, insert), for skews 0.8 and 1.0. Both see the same trace from
- *    cold; the ratio counts every request.
+ * The hit ratio of the eviction policies is bench/hit-ratio.ts.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
-import { LRUCache } from 'lru-cache'
-import { AuthzCache, type Decision } from '../lib/index.js'
-import { DECISION, makePairs, specKey, type Pair } from './support/pairs.js'
+import { AuthzCache } from '../lib/index.js'
+import { DECISION, makePairs, type Pair } from './support/pairs.js'
 import { median } from './support/stats.js'
-import { prng, uniform } from './support/random.js'
 import { watchGc, type GcSummary } from './support/gc.js'
 import { CallbackWatch } from './support/callbacks.js'
 import { duration, fixed, int, table, targetsTable, type Target } from './support/format.js'
@@ -54,14 +48,6 @@ export interface SweepBenchOptions {
   intervalSeconds?: number
   /** Longest wait for the background sweep to empty the cache, in seconds. Default 60. */
   waitSeconds?: number
-  /** Requests of each Zipf trace. Default 1,000,000. */
-  zipfRequests?: number
-  /** Distinct keys of the Zipf traces. Default 200,000. */
-  zipfKeys?: number
-  /** Capacity of both caches in the hit-ratio check. Default 10,000. */
-  zipfCapacity?: number
-  /** Zipf skews. Default 0.8 and 1.0. */
-  skews?: number[]
   log?: (line: string) => void
 }
 
@@ -110,18 +96,9 @@ export interface SyncSweepResult {
   gc: GcSummary
 }
 
-export interface HitRatioRow {
-  skew: number
-  engine: { hitPercent: number, ms: number }
-  lru: { hitPercent: number, ms: number }
-  /** AuthzCache - lru-cache, in percentage points. */
-  differencePoints: number
-}
-
 export interface SweepBenchResult extends RunInfo {
   background: BackgroundSweepResult
   sync: SyncSweepResult
-  hitRatio: { keys: number, requests: number, capacity: number, seed: number, rows: HitRatioRow[] }
   targets: Target[]
 }
 
@@ -249,69 +226,12 @@ async function syncSweep (pairs: Pair[]): Promise<SyncSweepResult> {
   return { entries: pairs.length, fillMs, sweepMs: Math.round(sweepMs), removed, gc: gcSummary }
 }
 
-// ------------------------------------------------------------- hit ratio
-
-/** Key ranks (0 = most popular) of a Zipf(`skew`) trace: P(rank k) is proportional to 1 / (k + 1)^skew. */
-function zipfTrace (keys: number, requests: number, skew: number, seed: number): Uint32Array {
-  const cdf = new Float64Array(keys)
-  let sum = 0
-  for (let k = 0; k < keys; k++) {
-    sum += 1 / Math.pow(k + 1, skew)
-    cdf[k] = sum
-  }
-  const random = uniform(prng(seed))
-  const trace = new Uint32Array(requests)
-  for (let i = 0; i < requests; i++) {
-    const u = random() * sum
-    let lo = 0
-    let hi = keys - 1
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1
-      if (cdf[mid] < u) lo = mid + 1
-      else hi = mid
-    }
-    trace[i] = lo
-  }
-  return trace
-}
-
-function engineHits (pairs: Pair[], trace: Uint32Array, capacity: number): { hitPercent: number, ms: number } {
-  const cache = new AuthzCache({ maxEntries: capacity, maxSizeMb: UNBOUNDED_MB, cleanupIntervalSeconds: 0, ttlJitterPercent: 0, authTtlSeconds: 86_400 })
-  let hits = 0
-  const t0 = performance.now()
-  for (let i = 0; i < trace.length; i++) {
-    const p = pairs[trace[i]]
-    if (cache.getGenerationAccess(p.g, p.u).hit) hits++
-    else cache.setGenerationAccess(p.g, p.u, DECISION)
-  }
-  const ms = performance.now() - t0
-  cache.close()
-  return { hitPercent: (hits / trace.length) * 100, ms: Math.round(ms) }
-}
-
-function lruHits (pairs: Pair[], trace: Uint32Array, capacity: number): { hitPercent: number, ms: number } {
-  const cache = new LRUCache<string, Decision>({ max: capacity })
-  let hits = 0
-  const t0 = performance.now()
-  for (let i = 0; i < trace.length; i++) {
-    const p = pairs[trace[i]]
-    const key = specKey(p.g, p.u)
-    if (cache.get(key) !== undefined) hits++
-    else cache.set(key, DECISION)
-  }
-  return { hitPercent: (hits / trace.length) * 100, ms: Math.round(performance.now() - t0) }
-}
-
 // ------------------------------------------------------------------ run
 
 export async function run (options: SweepBenchOptions = {}): Promise<SweepBenchResult> {
   const entries = options.entries ?? 1_000_000
   const intervalSeconds = options.intervalSeconds ?? 0.05
   const waitMs = (options.waitSeconds ?? 60) * 1000
-  const zipfRequests = options.zipfRequests ?? 1_000_000
-  const zipfKeys = options.zipfKeys ?? 200_000
-  const zipfCapacity = options.zipfCapacity ?? 10_000
-  const skews = options.skews ?? [0.8, 1.0]
   const log = options.log ?? (() => {})
   const runInfo = startRun(['lru-cache', 'quick-lru'])
 
@@ -323,17 +243,6 @@ export async function run (options: SweepBenchOptions = {}): Promise<SweepBenchR
   const sync = await syncSweep(pairs)
   log(`  sweep() took ${sync.sweepMs} ms`)
 
-  const zipfSeed = 31
-  const zipfPairs = makePairs(zipfKeys, 41)
-  const rows: HitRatioRow[] = []
-  for (const [i, skew] of skews.entries()) {
-    log(`hit ratio: Zipf ${skew}`)
-    const trace = zipfTrace(zipfKeys, zipfRequests, skew, zipfSeed + i)
-    const engine = engineHits(zipfPairs, trace, zipfCapacity)
-    const lru = lruHits(zipfPairs, trace, zipfCapacity)
-    rows.push({ skew, engine, lru, differencePoints: engine.hitPercent - lru.hitPercent })
-  }
-
   const targets: Target[] = []
   {
     const name = `background sweep of ${int(entries)} expired entries: max event-loop delay`
@@ -341,19 +250,11 @@ export async function run (options: SweepBenchOptions = {}): Promise<SweepBenchR
     const note = background.emptied ? '' : `; the cache was not empty after ${waitMs / 1000} s (${int(background.remaining)} left)`
     targets.push({ name, pass: d < MAX_DELAY_TARGET_MS && background.emptied, detail: `${fixed(d, 1)} ms (< ${MAX_DELAY_TARGET_MS} ms)${note}` })
   }
-  for (const row of rows) {
-    targets.push({
-      name: `hit ratio, Zipf ${row.skew}, ${int(zipfCapacity)} entries: AuthzCache vs lru-cache`,
-      pass: row.differencePoints >= 0,
-      detail: `${fixed(row.engine.hitPercent)} % vs ${fixed(row.lru.hitPercent)} % (${row.differencePoints >= 0 ? '+' : ''}${fixed(row.differencePoints)} points; >= +0)`
-    })
-  }
 
   return {
     ...runInfo(),
     background,
     sync,
-    hitRatio: { keys: zipfKeys, requests: zipfRequests, capacity: zipfCapacity, seed: zipfSeed, rows },
     targets
   }
 }
@@ -398,17 +299,6 @@ export function formatResult (r: SweepBenchResult): string {
     ['GC during sweep()', gcText(s.gc)]
   ]))
   out.push('')
-  const h = r.hitRatio
-  out.push(`### Hit ratio: seeded Zipf trace, ${int(h.requests)} requests over ${int(h.keys)} keys, capacity ${int(h.capacity)}, insert on miss`)
-  out.push('')
-  out.push(table(['Zipf skew', 'AuthzCache hit %', 'lru-cache hit %', 'difference (points)', 'time AuthzCache / lru-cache'], h.rows.map((row) => [
-    String(row.skew),
-    fixed(row.engine.hitPercent),
-    fixed(row.lru.hitPercent),
-    `${row.differencePoints >= 0 ? '+' : ''}${fixed(row.differencePoints)}`,
-    `${int(row.engine.ms)} / ${int(row.lru.ms)} ms`
-  ])))
-  out.push('')
   out.push(`Total ${(r.durationMs / 1000).toFixed(1)} s`)
   return out.join('\n')
 }
@@ -417,14 +307,12 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   const { values } = parseArgs({
     options: {
       entries: { type: 'string' },
-      wait: { type: 'string' },
-      requests: { type: 'string' }
+      wait: { type: 'string' }
     }
   })
   const result = await run({
     entries: values.entries === undefined ? undefined : Number(values.entries),
     waitSeconds: values.wait === undefined ? undefined : Number(values.wait),
-    zipfRequests: values.requests === undefined ? undefined : Number(values.requests),
     log: (line) => process.stderr.write(line + '\n')
   })
   process.stdout.write(formatResult(result) + '\n\n')

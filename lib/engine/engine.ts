@@ -156,7 +156,7 @@ export class Engine {
         if (entry.expiresAt > now && (this.#busDownSince === 0 || now - entry.storedAt <= this.#busMaxStaleMs)) {
           // Recency is a bit on the entry (read anyway for its expiry), not a list move: see engine/eviction.ts.
           if (!entry.used) entry.used = true
-          if (this.#sketch !== undefined) this.#sketch.increment(entry.hash)
+          if (this.#sketch !== undefined) this.#sketch.incrementCounters(entry.hash)
           state.hits++
           if (entry.refreshAt <= now) this.#refresh(entry)
           const value = entry.packed === undefined ? entry.value : unpack(entry.packed)

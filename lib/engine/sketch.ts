@@ -120,6 +120,15 @@ export class FrequencySketch {
       dk[b2 >>> 5] |= m2
       return
     }
+    this.incrementCounters(hash)
+  }
+
+  /**
+   * Records a repeat access straight in the counters, past the doorkeeper:
+   * the hit path's call (a cached key was asked for before), one block of
+   * memory instead of three.
+   */
+  incrementCounters (hash: number): void {
     const table = this.#table
     const base = (hash & this.#blockMask) << 2
     const h = mix(hash)
