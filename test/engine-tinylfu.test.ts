@@ -267,3 +267,25 @@ test('addressHash: every character counts, and the seed changes every hash', asy
   t.not(addressHash(2, 0, 'generation-0001-suffix', U1), a, 'the seed')
   t.not(addressHash(1, 0, 'ab', 'c'), addressHash(1, 0, 'a', 'bc'), 'where the id ends')
 })
+
+test('while the window is not full, room comes from the main region (the byte cap binds first)', async (t) => {
+  // 1,000 entries allowed (a window of 10; the bytes could hold 1,000 small ones), but only ~40 of these.
+  const cache = engine({ maxEntries: 1000, maxSizeMb: 0.25, random: seeded(5) })
+  t.teardown(() => cache.close())
+  const pad = 'p'.repeat(4000)
+  let i = 0
+  while (cache.getStats().evictions === 0) cache.setGenerationAccess(`g${String(i++).padStart(3, '0')}`, U1, { granted: true, pad })
+  const held = cache.getStats().totalEntries
+  t.equal(cache.getStats().eviction.windowEntries, 10, 'the window is full')
+  // The newest five sit in the window: invalidated, they leave it half empty.
+  for (let k = i - 5; k < i; k++) cache.invalidateGenerationData(`g${String(k).padStart(3, '0')}`)
+  t.equal(cache.getStats().eviction.windowEntries, 5)
+  const before = cache.getStats().evictions
+  cache.setGenerationAccess('big', U1, { granted: true, pad: 'q'.repeat(40_000) })
+  const stats = cache.getStats()
+  t.ok(stats.evictions - before > 1, `the big entry made room in the main region (${stats.evictions - before} evictions)`)
+  t.equal(stats.eviction.windowEntries, 6, 'the window kept its five and took the big one')
+  t.ok(stats.totalEntries < held)
+  t.ok(stats.totalSizeMb <= 0.25)
+  t.equal(cache.getGenerationAccess('big', U1).hit, true)
+})
