@@ -30,7 +30,7 @@ import type { SharedHandle, SharedLayer } from './shared.js'
 import { SAMPLE_MASK, Stats } from './stats.js'
 import { Store } from './store.js'
 import { Sweeper } from './sweeper.js'
-import type { FrequencySketch } from './sketch.js'
+import { MAX_COUNT, type FrequencySketch } from './sketch.js'
 
 const MB = 1024 * 1024
 
@@ -154,9 +154,8 @@ export class Engine {
       if (entry !== undefined) {
         const now = this.#now()
         if (entry.expiresAt > now && (this.#busDownSince === 0 || now - entry.storedAt <= this.#busMaxStaleMs)) {
-          // Recency is a bit on the entry (read anyway for its expiry), not a list move: see engine/eviction.ts.
-          if (!entry.used) entry.used = true
-          if (this.#sketch !== undefined) this.#sketch.incrementCounters(entry.hash)
+          // The policy's record of the hit, kept on the entry: the eviction hand takes it into the sketch (engine/eviction.ts).
+          if (entry.hits < MAX_COUNT) entry.hits++
           state.hits++
           if (entry.refreshAt <= now) this.#refresh(entry)
           const value = entry.packed === undefined ? entry.value : unpack(entry.packed)

@@ -40,8 +40,13 @@ export interface KindState extends KindHandle {
 
 export class Entry {
   live = true
-  /** Read since it was stored or last passed by the eviction hand (lib/engine/eviction.ts). */
-  used = false
+  /**
+   * Hits since it was stored or last passed by the eviction hand, up to
+   * MAX_COUNT (lib/engine/eviction.ts): non-zero is CLOCK's "used" bit, and
+   * under TinyLFU the hand adds the count to the frequency sketch as it
+   * passes, so the hit path writes only this field.
+   */
+  hits = 0
   /** In the TinyLFU window (lib/engine/eviction.ts), not yet admitted to the main region. */
   inWindow = false
   /** The address's hash in the frequency sketch (lib/engine/sketch.ts); 0 under the CLOCK policy. */

@@ -15,22 +15,27 @@
  *
  * `clock` is the plain policy: CLOCK alone over one ring.
  *
- * Both regions are CLOCK rings (below): a hit sets the entry's `used` bit
- * and, under tinylfu, bumps the sketch; no list move on the hit path.
+ * Both regions are CLOCK rings (below). A hit only counts itself on the
+ * entry (`hits`, which the hit path has in hand anyway): no list move, and
+ * no write to the sketch, whose 12 bytes per entry would cost the hit a
+ * cache miss. The hand adds the count to the sketch as it passes the entry
+ * (Caffeine buffers reads for the same reason), and a duel adds what the
+ * hand has not collected yet.
  *
  * CLOCK (second chance) runs over a ring of the entries in insertion order,
  * linked through the entries themselves.
  *
- * A hit sets the entry's `used` bit, on an object the hit path reads anyway:
- * no list move, no allocation. To make room, the hand walks from the oldest
- * entry: a used one gets its bit cleared and is passed over, the first unused
- * one goes. Every step is O(1) (no iterator to restart, no Map holes to walk
+ * A hit counts itself on the entry (`hits`), an object the hit path reads
+ * anyway: no list move, no allocation. To make room, the hand walks from
+ * the oldest entry: one hit since the last pass gets its count cleared
+ * (collected into the sketch under TinyLFU) and is passed over, the first
+ * one not hit goes. Every step is O(1) (no iterator to restart, no Map holes to walk
  * past), and the hand passes over at most MAX_SECOND_CHANCES entries per
  * eviction, so even a cache whose every entry was read since the last pass
  * evicts in bounded time (it then takes the entry the hand stops on).
  */
 import type { Entry, KindState } from './entry.js'
-import { addressHash, FrequencySketch } from './sketch.js'
+import { addressHash, FrequencySketch, MAX_COUNT } from './sketch.js'
 
 /** Used entries the hand passes over before it evicts the one it stands on. */
 export const MAX_SECOND_CHANCES = 64
@@ -38,6 +43,12 @@ export const MAX_SECOND_CHANCES = 64
 export class ClockRing {
   /** The oldest entry not yet passed over; entries are linked oldest -> newest through `next`. */
   #hand: Entry | undefined
+  /** Where the hand leaves the hits it collects (TinyLFU), if anywhere. */
+  readonly #sketch: FrequencySketch | undefined
+
+  constructor (sketch?: FrequencySketch) {
+    this.#sketch = sketch
+  }
 
   /** Adds a new entry as the newest (just behind the hand). */
   add (entry: Entry): void {
@@ -72,8 +83,10 @@ export class ClockRing {
   victim (): Entry | undefined {
     let entry = this.#hand
     if (entry === undefined) return undefined
-    for (let passed = 0; entry.used && passed < MAX_SECOND_CHANCES; passed++) {
-      entry.used = false
+    const sketch = this.#sketch
+    for (let passed = 0; entry.hits > 0 && passed < MAX_SECOND_CHANCES; passed++) {
+      if (sketch !== undefined) sketch.add(entry.hash, entry.hits)
+      entry.hits = 0
       entry = entry.next
     }
     this.#hand = entry
@@ -147,8 +160,8 @@ export class ClockPolicy implements EvictionPolicy {
 export class TinyLfuPolicy implements EvictionPolicy {
   readonly name = 'tinylfu'
   readonly sketch: FrequencySketch
-  readonly #window = new ClockRing()
-  readonly #main = new ClockRing()
+  readonly #window: ClockRing
+  readonly #main: ClockRing
   readonly #windowMax: number
   readonly #seed: number
   readonly #random: () => number
@@ -161,6 +174,8 @@ export class TinyLfuPolicy implements EvictionPolicy {
   /** `capacity`: the most entries the cache can hold; `random`: the engine's random source (hash seed, flood defence). */
   constructor (capacity: number, random: () => number) {
     this.sketch = new FrequencySketch(capacity)
+    this.#window = new ClockRing(this.sketch)
+    this.#main = new ClockRing(this.sketch)
     this.#windowMax = Math.max(1, Math.round(capacity * WINDOW_SHARE))
     this.#random = random
     this.#seed = Math.floor(random() * 0x100000000) | 0
@@ -221,10 +236,16 @@ export class TinyLfuPolicy implements EvictionPolicy {
   }
 
   #admit (candidate: Entry, victim: Entry): boolean {
-    const candidateFrequency = this.sketch.estimate(candidate.hash) - (candidate.denied ? DENIAL_PENALTY : 0)
-    const victimFrequency = this.sketch.estimate(victim.hash) - (victim.denied ? DENIAL_PENALTY : 0)
+    const candidateFrequency = this.#frequency(candidate)
+    const victimFrequency = this.#frequency(victim)
     if (candidateFrequency > victimFrequency) return true
     return candidateFrequency >= HASH_FLOOD_THRESHOLD && Math.floor(this.#random() * HASH_FLOOD_ADMIT_ONE_IN) === 0
+  }
+
+  /** The sketch's estimate and the hits the hand has not collected yet; a denial counts DENIAL_PENALTY less. */
+  #frequency (entry: Entry): number {
+    const frequency = Math.min(MAX_COUNT + 1, this.sketch.estimate(entry.hash) + entry.hits)
+    return entry.denied ? frequency - DENIAL_PENALTY : frequency
   }
 
   clear (): void {

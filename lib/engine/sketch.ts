@@ -128,29 +128,32 @@ export class FrequencySketch {
       dk[b2 >>> 5] |= m2
       return
     }
-    this.incrementCounters(hash)
+    this.add(hash, 1)
   }
 
   /**
-   * Records a repeat access straight in the counters, past the doorkeeper:
-   * the hit path's call (a cached key was asked for before), one block of
-   * memory instead of three.
+   * Records `count` repeat accesses straight in the counters, past the
+   * doorkeeper: hits the eviction hand collected on a cached entry (a key
+   * that was asked for before). Each counter saturates at MAX_COUNT; the
+   * accesses count towards the next halving one by one.
    */
-  incrementCounters (hash: number): void {
+  add (hash: number, count = 1): void {
     const table = this.#table
     const base = (hash & this.#blockMask) << 2
     const h = mix(hash)
-    let added = false
+    let added = 0
     for (let i = 0; i < 4; i++) {
       const shift = ((h >>> (i << 3)) & 7) << 2
       const word = table[base + i]
-      if (((word >>> shift) & MAX_COUNT) !== MAX_COUNT) {
-        table[base + i] = word + (1 << shift)
-        added = true
+      const value = (word >>> shift) & MAX_COUNT
+      const next = value + count > MAX_COUNT ? MAX_COUNT : value + count
+      if (next !== value) {
+        table[base + i] = word + ((next - value) << shift)
+        if (next - value > added) added = next - value
       }
     }
     if (this.#halvingAt >= 0) this.#halveStep()
-    if (added && ++this.#additions >= this.sampleSize) this.#startHalving()
+    if (added > 0 && (this.#additions += added) >= this.sampleSize) this.#startHalving()
   }
 
   /** True while a halving is under way (tests). */
