@@ -63,6 +63,24 @@ function notFound (message: string): { statusCode: 404, error: 'Not Found', mess
   return { statusCode: 404, error: 'Not Found', message }
 }
 
+/**
+ * Resolves once every notification the triggers sent so far was applied
+ * (after bulk writes: rows just written notify too, and one landing after a
+ * check cached a decision would drop it). PostgreSQL delivers them in commit
+ * order, so once a marker notification committed after them has removed its
+ * marker entry, they all have been. Rejects after `timeoutMs`.
+ */
+export async function notificationsApplied (app: FastifyInstance, db: Database, timeoutMs = 10_000): Promise<void> {
+  const marker = randomUUID()
+  app.authz.setGenerationAccess(marker, marker, { granted: true })
+  await db.query('SELECT pg_notify($1, $2)', [db.feed.channel, JSON.stringify({ generationId: marker })])
+  const until = Date.now() + timeoutMs
+  while (app.authz.getGenerationAccess(marker, marker).hit) {
+    if (Date.now() > until) throw new Error(`the marker notification was not applied within ${timeoutMs} ms`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
 /** Builds the example app on a fresh, seeded database. The caller closes both (`app.close()`, `db.close()`). */
 export async function buildExampleApp (opts: ExampleAppOptions = {}): Promise<ExampleApp> {
   const db = await openDatabase({ databaseUrl: opts.databaseUrl, schema: opts.schema, dropSchemaOnClose: opts.dropSchemaOnClose })
@@ -77,6 +95,8 @@ export async function buildExampleApp (opts: ExampleAppOptions = {}): Promise<Ex
       getUserId: canonicalUserId
     }
     if (opts.redisUrl !== undefined && opts.redisUrl !== '') authzOptions.redis = { url: opts.redisUrl }
+    // Invalidations from the database itself: the triggers of ./db.ts notify at commit, whoever wrote.
+    authzOptions.postgres = db.feed
     await app.register(authzCache, authzOptions)
     // The admin routes are on at /_authz (default guard: a JWT with scope 'authz:admin').
 
@@ -198,8 +218,13 @@ function routes (app: FastifyInstance, db: Database): void {
   }
 
   /**
-   * The membership change is committed: revoke the user's cached decisions
-   * everywhere. When Redis does not take the revocation in time, it is
+   * The membership change is committed. The trigger on `team_members`
+   * (./db.ts) already revokes the user's cached decisions on every instance
+   * at commit, as it does for a change made by psql or another service. This
+   * call is a belt kept on purpose: it answers once every instance has
+   * applied the revocation (with Redis, their acknowledgements), so the
+   * caller's next request sees the change whatever instance it lands on,
+   * without waiting for the notification. When Redis does not take the revocation in time, it is
    * already applied on this instance and stays queued, retried until Redis
    * takes it; the change happened, so the caller gets 200 with
    * `propagation: 'queued'` rather than a 503 inviting a retry that would

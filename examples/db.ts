@@ -11,13 +11,23 @@
  */
 import { PGlite } from '@electric-sql/pglite'
 import pg from 'pg'
+import type { PostgresOptions } from '../lib/options.js'
+import { TRIGGER_FUNCTION_SQL, triggerSql } from '../lib/postgres-sql.js'
 
 /** The tiny interface the rest of the example uses, for both backends. */
 export interface Database {
   query<R = Record<string, any>>(sql: string, params?: unknown[]): Promise<{ rows: R[] }>
+  /** Runs several statements at once (the trigger SQL). */
+  exec(sql: string): Promise<void>
   close(): Promise<void>
   /** For logs: `PGlite (in memory)` or `PostgreSQL, schema authz_example`. */
   readonly label: string
+  /**
+   * The plugin's `postgres` option for this database: the triggers on
+   * `team_members`, `projects` and `generations` notify the channel named
+   * after the schema, and every instance LISTENs on it.
+   */
+  readonly feed: PostgresOptions
 }
 
 export interface OpenDatabaseOptions {
@@ -80,6 +90,18 @@ export const SEED_IDS = Object.freeze({
 })
 
 export type SeedIds = typeof SEED_IDS
+
+/**
+ * What a changed row revokes (lib/postgres-sql.ts): a membership, the
+ * user's decisions; a project, its decisions and those of its generations
+ * (tagged `project:{id}` by ./resolvers.ts); a generation, its decisions.
+ */
+const TRIGGERS: Array<[string, Parameters<typeof triggerSql>[1], string[] | undefined]> = [
+  ['team_members', { userId: 'user_id' }, undefined],
+  // Renaming a project or editing a prompt changes no permission: only these columns' updates notify.
+  ['projects', { projectId: 'id' }, ['id', 'team_id']],
+  ['generations', { generationId: 'id' }, ['id', 'project_id']]
+]
 
 /** Schema statements, run one by one (PGlite's `query` takes one statement). */
 const SCHEMA_SQL = [
@@ -168,7 +190,7 @@ export async function openDatabase (options: OpenDatabaseOptions = {}): Promise<
   const schema = options.schema ?? DEFAULT_SCHEMA
   if (!SCHEMA_NAME.test(schema)) throw new TypeError(`schema must match ${SCHEMA_NAME}, got ${JSON.stringify(schema)}`)
   const db = options.databaseUrl === undefined || options.databaseUrl === ''
-    ? await openPglite()
+    ? await openPglite(schema)
     : openPostgres(options.databaseUrl, schema, options.dropSchemaOnClose === true)
   try {
     // The same statements on both backends: a fresh schema, searched first.
@@ -176,6 +198,9 @@ export async function openDatabase (options: OpenDatabaseOptions = {}): Promise<
     await db.query(`CREATE SCHEMA ${schema}`)
     await db.query(`SET search_path TO ${schema}`) // PGlite's one session; the pg Pool sets it per connection
     for (const statement of SCHEMA_SQL) await db.query(statement)
+    // A change to a permission row, by any writer, revokes what it touches on every instance at commit.
+    await db.exec(TRIGGER_FUNCTION_SQL)
+    for (const [table, mapping, columns] of TRIGGERS) await db.exec(triggerSql(table, mapping, { channel: schema, columns }))
     if (options.seed !== false) await seed(db)
   } catch (error) {
     await db.close()
@@ -184,14 +209,18 @@ export async function openDatabase (options: OpenDatabaseOptions = {}): Promise<
   return db
 }
 
-async function openPglite (): Promise<Database> {
+async function openPglite (schema: string): Promise<Database> {
   const pglite = await PGlite.create()
   let closed = false
   return {
     label: 'PGlite (embedded, in memory)',
+    feed: { client: pglite, channel: schema },
     async query<R> (sql: string, params?: unknown[]) {
       const result = await pglite.query<R>(sql, params as any[] | undefined)
       return { rows: result.rows }
+    },
+    async exec (sql: string) {
+      await pglite.exec(sql)
     },
     async close () {
       if (closed) return
@@ -209,9 +238,13 @@ function openPostgres (databaseUrl: string, schema: string, dropSchemaOnClose: b
   let closed = false
   return {
     label: `PostgreSQL, schema ${schema}`,
+    feed: { connectionString: databaseUrl, channel: schema },
     async query<R> (sql: string, params?: unknown[]) {
       const result = await pool.query(sql, params)
       return { rows: result.rows as R[] }
+    },
+    async exec (sql: string) {
+      await pool.query(sql)
     },
     async close () {
       if (closed) return

@@ -13,7 +13,7 @@
  * `app.inject` (JWT verification, the route's onRequest check, the handler).
  */
 import { performance } from 'node:perf_hooks'
-import { buildExampleApp } from './app.js'
+import { buildExampleApp, notificationsApplied } from './app.js'
 import { seedMany } from './db.js'
 import { createResolvers } from './resolvers.js'
 
@@ -106,6 +106,8 @@ export async function measure (options: PerfOptions, out: (line: string) => void
   const { app, db } = await buildExampleApp({ preset: options.config, latencyMs: options.latencyMs })
   try {
     const seed = await seedMany(db, { users: USERS, teams: TEAMS, generations: GENERATIONS, projectsPerTeam: 3 })
+    // The seed's rows notified the cache (./db.ts triggers): those invalidations land before the clock starts.
+    await notificationsApplied(app, db)
     out(`fastify-authz-cache perf: preset ${options.config}, ${options.iterations} checks, ${options.concurrency} concurrent views, SIMULATED backend latency ${options.latencyMs} ms`)
     out(`   workload: ${USERS} users, ${TEAMS} teams, ${GENERATIONS} generations; views of ${BURST_MIN}-${BURST_MAX} requests, Zipf users (s=1.1) and generations (s=1.2); database ${db.label}`)
 

@@ -4,7 +4,7 @@
  * Never open by default: without `admin.authorize`, a verified JWT whose
  * `scope` claim holds `authz:admin` is required.
  */
-import { Ajv } from 'ajv'
+import { Ajv, type ValidateFunction } from 'ajv'
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
 import type { AuthzCache } from './cache.js'
 import { unauthenticated } from './checks.js'
@@ -82,6 +82,15 @@ const statsSchema = {
         sketchBytes: { type: 'integer' }
       }
     },
+    postgres: {
+      type: 'object',
+      properties: {
+        connected: { type: 'boolean' },
+        received: { type: 'integer' },
+        malformed: { type: 'integer' },
+        outages: { type: 'integer' }
+      }
+    },
     redis: {
       type: 'object',
       properties: {
@@ -119,6 +128,19 @@ function formatValidation (errors: FastifySchemaValidationError[], dataVar: stri
     message = `${dataVar}${first.instancePath} ${first.message ?? 'is invalid'}`
   }
   return new FST_AUTHZ_BAD_INVALIDATION(message)
+}
+
+let bodyValidator: ValidateFunction | undefined
+
+/**
+ * Validates an invalidation from outside the admin route (a PostgreSQL
+ * notification's payload) exactly as the route validates its body: the
+ * request, or an FST_AUTHZ_BAD_INVALIDATION error naming the field.
+ */
+export function checkInvalidation (body: unknown): InvalidationRequest | Error {
+  bodyValidator ??= strictAjv.compile(invalidateBodySchema)
+  if (bodyValidator(body)) return body as InvalidationRequest
+  return formatValidation(bodyValidator.errors as unknown as FastifySchemaValidationError[], 'payload')
 }
 
 function hasScope (user: unknown, scope: string): boolean {
@@ -168,6 +190,13 @@ export function prometheusText (stats: CacheStats): string {
     metric('redis_refused_total', 'counter', 'L2 values refused on read and L2 writes refused, because an invalidation came after their load started.', [['', r.refused]])
     metric('redis_pending', 'gauge', 'Invalidations Redis has not taken yet (retried in order).', [['', r.pending]])
     metric('redis_ack_timeouts_total', 'counter', 'Invalidations not acknowledged by every instance within ackTimeoutMs.', [['', r.ackTimeouts]])
+  }
+  if (stats.postgres !== undefined) {
+    const p = stats.postgres
+    metric('postgres_connected', 'gauge', 'Whether the PostgreSQL LISTEN connection is up (1) or not (0).', [['', p.connected ? 1 : 0]])
+    metric('postgres_received_total', 'counter', 'Invalidations received from PostgreSQL.', [['', p.received]])
+    metric('postgres_malformed_total', 'counter', 'PostgreSQL notifications that were not a valid invalidation (each invalidated everything).', [['', p.malformed]])
+    metric('postgres_outages_total', 'counter', 'Times the PostgreSQL LISTEN connection was lost.', [['', p.outages]])
   }
   return lines.join('\n') + '\n'
 }

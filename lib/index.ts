@@ -15,7 +15,8 @@ export type { CacheObserver, CachedOptions, KindHandle, SharedLayer, SharedRead 
 export { AuthzManager } from './manager.js'
 export { RequestAuthz } from './request-authz.js'
 export { presets } from './options.js'
-export type { AdminOptions, CacheOptions, PresetValues, RedisOptions } from './options.js'
+export type { AdminOptions, CacheOptions, PostgresOptions, PresetValues, RedisOptions } from './options.js'
+export { TRIGGER_FUNCTION_SQL, triggerSql, quoteIdent, quoteLiteral, type TriggerMapping, type TriggerSqlOptions } from './postgres-sql.js'
 export { escapeKeySegment, compilePattern, MAX_PATTERN_LENGTH, MAX_PATTERN_STARS, type KeyPattern, type MatchMeter } from './keys.js'
 export { prometheusText } from './admin.js'
 export * as errors from './errors.js'
@@ -27,6 +28,7 @@ export type {
   EvictionStats,
   InvalidationRequest,
   KindStats,
+  PostgresStats,
   RedisStats,
   Requirement,
   Resolver,

@@ -292,6 +292,31 @@ export interface RedisOptions {
   ackTimeoutMs?: number
 }
 
+/** Invalidations from the database: PostgreSQL LISTEN/NOTIFY (SPEC section 9). */
+export interface PostgresOptions {
+  /** A connection string; the plugin opens one `pg` connection, LISTENs on it, re-opens it with backoff when lost, and closes it on close. Needs the `pg` package. */
+  connectionString?: string
+  /** A connected `pg.Client` (not a Pool) or a PGlite instance you own: used as is and left open on close (a lost `pg.Client` is not re-opened). */
+  client?: unknown
+  /** The channel the triggers notify. Default `authz_invalidate`. */
+  channel?: string
+  /** A liveness query runs on the LISTEN connection this often and must answer within twice that, or the connection counts as lost. Default 1000. */
+  heartbeatMs?: number
+  /** Timeout of connecting and of LISTEN, in ms. Default 5000. */
+  connectTimeoutMs?: number
+}
+
+export const DEFAULT_POSTGRES_CHANNEL = 'authz_invalidate'
+export const DEFAULT_POSTGRES_CONNECT_TIMEOUT_MS = 5000
+
+export interface ResolvedPostgresOptions {
+  connectionString: string | undefined
+  client: unknown
+  channel: string
+  heartbeatMs: number
+  connectTimeoutMs: number
+}
+
 /** The braces are a Redis Cluster hash tag: every key of the plugin lands in one slot, as its scripts need. */
 export const DEFAULT_REDIS_KEY_PREFIX = '{authz}:'
 export const DEFAULT_HEARTBEAT_MS = 1000
@@ -330,6 +355,8 @@ export interface PluginOptionsBase extends CacheOptions {
   admin?: false | AdminOptions
   /** Redis L2 and invalidation bus; absent: L1 only. */
   redis?: RedisOptions
+  /** Invalidations from the database (LISTEN/NOTIFY); absent: none. */
+  postgres?: PostgresOptions
 }
 
 export interface ResolvedPluginOptions {
@@ -342,9 +369,43 @@ export interface ResolvedPluginOptions {
   warm: PluginOptionsBase['warm']
   admin: false | { prefix: string, authorize: AdminOptions['authorize'] }
   redis: ResolvedRedisOptions | undefined
+  postgres: ResolvedPostgresOptions | undefined
 }
 
-const PLUGIN_OPTION_NAMES = new Set(['roles', 'getUserId', 'authenticate', 'warm', 'admin', 'redis'])
+const PLUGIN_OPTION_NAMES = new Set(['roles', 'getUserId', 'authenticate', 'warm', 'admin', 'redis', 'postgres'])
+
+const POSTGRES_OPTION_NAMES = new Set(['connectionString', 'client', 'channel', 'heartbeatMs', 'connectTimeoutMs'])
+
+/** A `pg` client: a connection of its own, not a Pool (LISTEN needs one dedicated connection). */
+export function isPgClient (client: unknown): client is { query: Function, connect: Function, on: Function } {
+  const c = client as { query?: unknown, connect?: unknown, on?: unknown, totalCount?: unknown } | null
+  return typeof c?.query === 'function' && typeof c.connect === 'function' && typeof c.on === 'function' && c.totalCount === undefined
+}
+
+function resolvePostgresOptions (postgres: unknown): ResolvedPostgresOptions | undefined {
+  if (postgres === undefined) return undefined
+  if (!isPlainObject(postgres)) fail('postgres', `must be an object, got ${describe(postgres)}`)
+  for (const name of Object.keys(postgres)) {
+    if (!POSTGRES_OPTION_NAMES.has(name)) fail(`postgres.${name}`, 'is not a known option')
+  }
+  const { connectionString, client, channel } = postgres as PostgresOptions
+  if ((connectionString === undefined) === (client === undefined)) fail('postgres', 'needs a connectionString or a client (one of them)')
+  if (client !== undefined && !isPgClient(client) && typeof (client as { listen?: unknown } | null)?.listen !== 'function') {
+    fail('postgres.client', 'must be a pg.Client (a Pool cannot LISTEN: it hands out a different connection each time) or a PGlite instance')
+  }
+  const resolvedChannel = channel === undefined ? DEFAULT_POSTGRES_CHANNEL : checkString('postgres.channel', channel)
+  if (Buffer.byteLength(resolvedChannel) > 63) fail('postgres.channel', 'must be at most 63 bytes (a PostgreSQL identifier)')
+  // PGlite's listen() does not undo a doubled quote: such a channel would never be heard there.
+  if (resolvedChannel.includes('"') || resolvedChannel.includes('\0')) fail('postgres.channel', 'must not contain a double quote or a NUL character')
+  const p = postgres as PostgresOptions
+  return {
+    connectionString: connectionString === undefined ? undefined : checkString('postgres.connectionString', connectionString),
+    client,
+    channel: resolvedChannel,
+    heartbeatMs: p.heartbeatMs === undefined ? DEFAULT_HEARTBEAT_MS : checkInteger('postgres.heartbeatMs', p.heartbeatMs, 10, 60_000),
+    connectTimeoutMs: p.connectTimeoutMs === undefined ? DEFAULT_POSTGRES_CONNECT_TIMEOUT_MS : checkInteger('postgres.connectTimeoutMs', p.connectTimeoutMs, 1, 600_000)
+  }
+}
 
 function checkString (name: string, value: unknown): string {
   if (typeof value !== 'string' || value.length === 0) fail(name, `must be a non-empty string, got ${describe(value)}`)
@@ -427,6 +488,7 @@ export function resolvePluginOptions (options: PluginOptionsBase): ResolvedPlugi
     authenticate: authenticate as ResolvedPluginOptions['authenticate'],
     warm: options.warm === undefined ? undefined : checkFunction('warm', options.warm),
     admin,
-    redis: resolveRedisOptions(options.redis)
+    redis: resolveRedisOptions(options.redis),
+    postgres: resolvePostgresOptions(options.postgres)
   }
 }

@@ -9,6 +9,7 @@ import { Identity } from './checks.js'
 import { FST_AUTHZ_OPTIONS } from './errors.js'
 import { AuthzManager } from './manager.js'
 import { resolvePluginOptions, type PluginOptionsBase } from './options.js'
+import { listenPostgres } from './postgres.js'
 import { connectRedis } from './redis.js'
 import { RequestAuthz } from './request-authz.js'
 import { coverRoutes, guardApplication } from './route-guard.js'
@@ -37,6 +38,7 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
     }
   }
   const redis = o.redis === undefined ? undefined : await connectRedis(manager, o.redis, log)
+  const postgres = o.postgres === undefined ? undefined : await listenPostgres(manager, o.postgres, log)
 
   fastify.decorate('authz', manager)
   fastify.decorateRequest(kRequestAuthz as unknown as string, null)
@@ -67,6 +69,7 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
   })
 
   fastify.addHook('onClose', async function authzClose () {
+    await postgres?.close()
     manager.close()
     await redis?.close()
   })

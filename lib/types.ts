@@ -131,6 +131,20 @@ export interface CacheStats {
   eviction: EvictionStats
   /** With `redis` set: the shared layer's counters. */
   redis?: RedisStats
+  /** With `postgres` set: the LISTEN connection's counters. */
+  postgres?: PostgresStats
+}
+
+/** The `postgres` block of the stats. */
+export interface PostgresStats {
+  /** Whether the LISTEN connection is up (invalidations from the database are heard). */
+  connected: boolean
+  /** Notifications received on the channel. */
+  received: number
+  /** Notifications that were not a valid invalidation (each invalidated everything). */
+  malformed: number
+  /** Times the LISTEN connection was lost after it was up. */
+  outages: number
 }
 
 /** The `eviction` block of the stats. */

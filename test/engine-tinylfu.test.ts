@@ -3,19 +3,7 @@ import fc from 'fast-check'
 import { AuthzCache } from '../lib/cache.js'
 import { DENIAL_PENALTY, HASH_FLOOD_THRESHOLD, WINDOW_SHARE } from '../lib/engine/eviction.js'
 import { FrequencySketch, HALVING_STEP_WORDS, MAX_COUNT, SAMPLE_FACTOR, addressHash, mix } from '../lib/engine/sketch.js'
-import { MB, U1, U2, entryBytes } from './helpers.js'
-
-/** mulberry32: a seeded random source in [0, 1). */
-function seeded (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { MB, U1, U2, entryBytes, seededRandom as seeded } from './helpers.js'
 
 function engine (extra: Record<string, unknown> = {}): AuthzCache {
   return new AuthzCache({ cleanupIntervalSeconds: 0, ttlJitterPercent: 0, maxSizeMb: 1024, ...extra })

@@ -51,6 +51,18 @@ export function tableResolver (table: Map<string, Decision | null> = new Map()):
 
 export const MB = 1024 * 1024
 
+/** mulberry32: a seeded random source in [0, 1) (admission, randomized interleavings: a seed replays a run). */
+export function seededRandom (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0
+    let x = a
+    x = Math.imul(x ^ (x >>> 15), x | 1)
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
+
 /** The accounted bytes of the entries alone: `totalSizeMb` also counts the TinyLFU sketch (rounded to the byte). */
 export function entryBytes (stats: CacheStats): number {
   return Math.round(stats.totalSizeMb * MB - stats.eviction.sketchBytes)

@@ -45,7 +45,17 @@ test('bad options fail ready() with FST_AUTHZ_OPTIONS naming the option', async 
     [{ redis: { url: 'redis://127.0.0.1:6379', l2: 'yes' } }, 'redis.l2'],
     [{ redis: { client: {} } }, 'redis.client'],
     [{ redis: { url: 'redis://127.0.0.1:6379', prefix: 'x' } }, 'redis.prefix'],
-    [{ resolvers: { generation: 'db' } }, 'resolvers.generation']
+    [{ resolvers: { generation: 'db' } }, 'resolvers.generation'],
+    [{ postgres: 'postgres://x' }, 'postgres'],
+    [{ postgres: {} }, 'postgres'],
+    [{ postgres: { connectionString: 'postgres://x', client: { listen: () => {} } } }, 'postgres'],
+    [{ postgres: { connectionString: '' } }, 'postgres.connectionString'],
+    [{ postgres: { client: { query: () => {}, connect: () => {}, on: () => {}, totalCount: 0 } } }, 'postgres.client'],
+    [{ postgres: { client: {} } }, 'postgres.client'],
+    [{ postgres: { connectionString: 'postgres://x', channel: 'c'.repeat(64) } }, 'postgres.channel'],
+    [{ postgres: { connectionString: 'postgres://x', channel: 'a"b' } }, 'postgres.channel'],
+    [{ postgres: { connectionString: 'postgres://x', heartbeatMs: 0 } }, 'postgres.heartbeatMs'],
+    [{ postgres: { connectionString: 'postgres://x', listen: true } }, 'postgres.listen']
   ]
   for (const [options, name] of cases) {
     const error = await bootError(options)

@@ -34,20 +34,8 @@ import { AuthzCache, type KindHandle } from '../lib/cache.js'
 import type { ResolvedRedisOptions } from '../lib/options.js'
 import { connectRedis, type RedisLayer } from '../lib/redis.js'
 import type { Decision, InvalidationRequest, ResolverContext } from '../lib/types.js'
-import { deferred, type Deferred } from './helpers.js'
+import { deferred, seededRandom as mulberry32, type Deferred } from './helpers.js'
 import { REDIS_URL, eventually, namespace, redisAvailable, resolvedRedis } from './redis-helpers.js'
-
-/** mulberry32: a small seeded PRNG, [0, 1). */
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 

@@ -17,7 +17,7 @@ import {
   type CacheOptions,
   type ResolvedCacheOptions
 } from '../options.js'
-import type { CacheLookup, CacheStats, Decision, EvictionStats, InvalidationRequest, Resolver, WarmEntry } from '../types.js'
+import type { CacheLookup, CacheStats, Decision, EvictionStats, PostgresStats, InvalidationRequest, Resolver, WarmEntry } from '../types.js'
 import { CachedFunctions, type CachedOptions } from './cached.js'
 import { pack, unpack } from './codec.js'
 import { Entry, NO_TAGS, type KindHandle, type KindState } from './entry.js'
@@ -26,7 +26,7 @@ import { applyPlan, planInvalidation } from './invalidation.js'
 import { Kinds } from './kinds.js'
 import { Loads, type Load, type LoadHost } from './loads.js'
 import { callResolver, isStringArray, validateAnswer } from './resolver-call.js'
-import type { SharedHandle, SharedLayer } from './shared.js'
+import type { FeedHandle, SharedHandle, SharedLayer } from './shared.js'
 import { SAMPLE_MASK, Stats } from './stats.js'
 import { Store } from './store.js'
 import { Sweeper } from './sweeper.js'
@@ -66,6 +66,10 @@ export class Engine {
   readonly #refreshRatio: number
 
   #busDownSince = 0
+  /** Invalidation feeds that are down: the Redis bus (`'redis'`), the PostgreSQL LISTEN connection (`'postgres'`). */
+  readonly #feedsDown = new Set<string>()
+  /** The PostgreSQL feed's counters, for the stats. */
+  #feedStats: (() => PostgresStats) | undefined
   #busMaxStaleMs = 5000
   #shared: SharedLayer | undefined
   #closed = false
@@ -408,17 +412,39 @@ export class Engine {
     return {
       options: this.options,
       apply: (request) => this.apply(request, 'remote'),
-      busDown: () => { if (this.#busDownSince === 0) this.#busDownSince = this.#now() || 1 },
-      busUp: () => {
-        if (this.#busDownSince === 0) return 0
-        this.#busDownSince = 0
-        return this.apply({ all: true }, 'remote')
-      },
+      busDown: () => this.#feedDown('redis'),
+      busUp: () => this.#feedUp('redis'),
       detach: () => { if (this.#shared === layer) this.#shared = undefined }
     }
   }
 
-  /** True while the invalidation bus is down (L1 entries older than the staleness bound are not served). */
+  /**
+   * An invalidation feed besides the Redis bus (PostgreSQL LISTEN,
+   * lib/postgres.ts). While any feed is down, no L1 entry older than the
+   * staleness bound is served; when one comes back, every L1 entry stored
+   * before is dropped (it may have missed invalidations), even if another
+   * feed is still down.
+   */
+  attachFeed (name: string, stats?: () => PostgresStats): FeedHandle {
+    if (stats !== undefined) this.#feedStats = stats
+    return {
+      down: () => this.#feedDown(name),
+      up: () => this.#feedUp(name)
+    }
+  }
+
+  #feedDown (name: string): void {
+    this.#feedsDown.add(name)
+    if (this.#busDownSince === 0) this.#busDownSince = this.#now() || 1
+  }
+
+  #feedUp (name: string): number {
+    if (!this.#feedsDown.delete(name)) return 0
+    if (this.#feedsDown.size === 0) this.#busDownSince = 0
+    return this.apply({ all: true }, 'remote')
+  }
+
+  /** True while an invalidation feed (the Redis bus, the PostgreSQL LISTEN connection) is down: L1 entries older than the staleness bound are not served. */
   get busIsDown (): boolean {
     return this.#busDownSince !== 0
   }
@@ -428,7 +454,9 @@ export class Engine {
     const eviction: EvictionStats = policy instanceof TinyLfuPolicy
       ? { policy: 'tinylfu', windowEntries: policy.windowCount, admitted: policy.admitted, rejected: policy.rejected, sketchResets: policy.sketch.resets, sketchBytes: policy.bytes }
       : { policy: 'clock', windowEntries: 0, admitted: 0, rejected: 0, sketchResets: 0, sketchBytes: 0 }
-    return this.#stats.snapshot(this.#kinds, this.#store.count, this.#store.bytes, this.options, eviction, this.#shared?.stats?.())
+    const stats = this.#stats.snapshot(this.#kinds, this.#store.count, this.#store.bytes, this.options, eviction, this.#shared?.stats?.())
+    if (this.#feedStats !== undefined) stats.postgres = this.#feedStats()
+    return stats
   }
 
   /** Stops the sweep timer and empties the cache. Loads in flight finish but store nothing. */

@@ -56,3 +56,11 @@ export interface SharedHandle {
   /** Detaches the layer (on close). */
   detach (): void
 }
+
+/** What an invalidation feed (PostgreSQL LISTEN) may do to the engine: report itself down and back up. */
+export interface FeedHandle {
+  /** The feed is down: from now on, L1 entries older than the staleness bound are not served. */
+  down (): void
+  /** The feed is back: every L1 entry stored before is dropped; answers how many (0 when it was not down). */
+  up (): number
+}
