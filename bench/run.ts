@@ -128,7 +128,7 @@ function previousSections (): Map<string, string> {
   const kept = new Map<string, string>()
   if (!existsSync(OUT)) return kept
   const text = readFileSync(OUT, 'utf8')
-  for (const match of text.matchAll(/<!-- bench:(\w+) -->\n([\s\S]*?)<!-- \/bench:\1 -->/g)) kept.set(match[1], match[2])
+  for (const match of text.matchAll(/<!-- bench:([\w-]+) -->\n([\s\S]*?)<!-- \/bench:\1 -->/g)) kept.set(match[1], match[2])
   return kept
 }
 

@@ -9,7 +9,7 @@ import { Identity } from './checks.js'
 import { FST_AUTHZ_OPTIONS } from './errors.js'
 import { AuthzManager } from './manager.js'
 import { resolvePluginOptions, type PluginOptionsBase } from './options.js'
-import { listenPostgres } from './postgres.js'
+import { listenPostgres, type PostgresFeed } from './postgres.js'
 import { connectRedis } from './redis.js'
 import { RequestAuthz } from './request-authz.js'
 import { coverRoutes, guardApplication } from './route-guard.js'
@@ -38,7 +38,15 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
     }
   }
   const redis = o.redis === undefined ? undefined : await connectRedis(manager, o.redis, log)
-  const postgres = o.postgres === undefined ? undefined : await listenPostgres(manager, o.postgres, log)
+  let postgres: PostgresFeed | undefined
+  try {
+    postgres = o.postgres === undefined ? undefined : await listenPostgres(manager, o.postgres, log)
+  } catch (error) {
+    // The boot fails: what was opened before must not outlive it.
+    manager.close()
+    await redis?.close()
+    throw error
+  }
 
   fastify.decorate('authz', manager)
   fastify.decorateRequest(kRequestAuthz as unknown as string, null)

@@ -235,7 +235,10 @@ export function triggerSql (table: string, mapping: TriggerMapping, options: Tri
   let update = 'UPDATE'
   if (options.columns !== undefined) {
     if (!Array.isArray(options.columns) || options.columns.length === 0) throw new TypeError('options.columns must be a non-empty array of column names')
-    update = `UPDATE OF ${options.columns.map((column, i) => quoteIdent(checkName(`options.columns[${i}]`, column))).join(', ')}`
+    // The mapped columns always count: an UPDATE that moves a row to another user or team must notify.
+    const columns = options.columns.map((column, i) => checkName(`options.columns[${i}]`, column))
+    for (const [, column] of pairs) if (!columns.includes(column)) columns.push(column)
+    update = `UPDATE OF ${columns.map(quoteIdent).join(', ')}`
   }
   const target = options.schema === undefined ? quoteIdent(table) : `${quoteIdent(options.schema)}.${quoteIdent(table)}`
   const call = `authz_cache_notify(${args.join(', ')})`

@@ -59,15 +59,25 @@ function isPglite (client: unknown): client is PgliteClient {
   return typeof (client as PgliteClient | null)?.listen === 'function'
 }
 
-/** A Promise that rejects after `ms` unless `promise` settles first (the timer never keeps the process alive). */
-function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+/** A Promise that rejects after `ms` unless `promise` settles first (`ref`: the timer keeps the process alive, as at boot). */
+function within<T> (promise: Promise<T>, ms: number, what: string, ref = false): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms)
-    timer.unref()
+    if (!ref) timer.unref()
   })
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
+
+const noop = (): void => {}
+
+/** Destroys a pg client's socket (a frozen server may never end it). */
+function destroy (client: PgClient): void {
+  const stream = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream
+  stream?.destroy?.()
+}
+
+type PgModule = { Client: new (config: Record<string, unknown>) => PgClient }
 
 export class PostgresFeed {
   readonly #engine: AuthzCache
@@ -75,16 +85,22 @@ export class PostgresFeed {
   readonly #o: ResolvedPostgresOptions
   readonly #log: FastifyBaseLogger
   readonly #listenSql: string
+  /** The owned client's constructor (`connectionString`), loaded at start: a missing `pg` fails the boot. */
+  #pg: PgModule | undefined
   /** The connection LISTENing now (pg), undefined while down. */
   #client: PgClient | undefined
+  /** An owned connection being opened, until it LISTENs (close() ends it too). */
+  #opening: PgClient | undefined
   #unlisten: (() => Promise<void>) | undefined
   #heartbeat: NodeJS.Timeout | undefined
   #reconnect: NodeJS.Timeout | undefined
   #backoffMs = RECONNECT_MIN_MS
   #probing = false
+  /** A client you passed stopped answering the liveness query: down, but not ours to drop; up again when it answers. */
+  #silent = false
   #closed = false
   /** Removes the listener's handlers from the connection it last used. */
-  #detachListeners: () => void = () => {}
+  #detachListeners: () => void = noop
   readonly #stats: PostgresStats = { connected: false, received: 0, malformed: 0, outages: 0 }
 
   constructor (engine: AuthzCache, o: ResolvedPostgresOptions, log: FastifyBaseLogger) {
@@ -101,7 +117,12 @@ export class PostgresFeed {
     return { ...this.#stats }
   }
 
-  /** Starts listening. A `pg` connection that fails at boot does not fail the boot: the instance stays in outage mode and retries. */
+  /**
+   * Starts listening. An owned connection that fails at boot does not fail
+   * the boot: the instance stays in outage mode and retries. A client you
+   * passed must LISTEN at once (it must be connected), and a missing `pg`
+   * package fails the boot: neither gets better by retrying.
+   */
   async start (): Promise<void> {
     const client = this.#o.client
     if (client !== undefined && isPglite(client)) {
@@ -110,22 +131,30 @@ export class PostgresFeed {
       this.#up()
       return
     }
+    if (client === undefined) {
+      try {
+        this.#pg = (await import('pg')).default as unknown as PgModule
+      } catch (error) {
+        throw new FST_AUTHZ_OPTIONS('postgres.connectionString', 'needs the pg package (npm install pg)', { cause: error })
+      }
+    } else {
+      this.#attach(client as PgClient)
+      try {
+        await within((client as PgClient).query(this.#listenSql), this.#o.connectTimeoutMs, 'LISTEN', true)
+      } catch (error) {
+        this.#detachListeners()
+        throw new FST_AUTHZ_OPTIONS('postgres.client', `must be a connected pg.Client: LISTEN failed (${(error as Error).message})`, { cause: error })
+      }
+      this.#client = client as PgClient
+      this.#up()
+    }
     this.#heartbeat = setInterval(() => this.#probe(), this.#o.heartbeatMs)
     this.#heartbeat.unref()
-    await this.#connect()
+    if (client === undefined) await this.#connect()
   }
 
-  async #connect (): Promise<void> {
-    this.#reconnect = undefined
-    if (this.#closed) return
-    let client: PgClient
-    const owned = this.#o.client === undefined
-    try {
-      client = owned ? await this.#newClient() : this.#o.client as PgClient
-    } catch (error) {
-      this.#retry(error as Error)
-      return
-    }
+  /** Listens to a client's notifications, errors and end. */
+  #attach (client: PgClient): void {
     const onNotification = (message: { channel: string, payload?: string }): void => {
       if (message.channel === this.#o.channel) this.#receive(message.payload ?? '')
     }
@@ -138,14 +167,26 @@ export class PostgresFeed {
       client.removeListener('error', onLost)
       client.removeListener('end', onLost)
     }
+  }
+
+  /** Opens an owned connection and LISTENs on it. */
+  async #connect (): Promise<void> {
+    this.#reconnect = undefined
+    if (this.#closed) return
+    const client = new (this.#pg as PgModule).Client({ connectionString: this.#o.connectionString, keepAlive: true, application_name: `fastify-authz-cache ${this.#o.channel}`.slice(0, 63) })
+    this.#opening = client
+    this.#attach(client)
     try {
-      if (owned) await within(client.connect(), this.#o.connectTimeoutMs, 'PostgreSQL connect')
+      await within(client.connect(), this.#o.connectTimeoutMs, 'PostgreSQL connect')
       await within(client.query(this.#listenSql), this.#o.connectTimeoutMs, 'LISTEN')
     } catch (error) {
       this.#lost(client, error as Error)
       return
+    } finally {
+      if (this.#opening === client) this.#opening = undefined
     }
     if (this.#closed) {
+      this.#detachListeners()
       await this.#release(client)
       return
     }
@@ -154,20 +195,14 @@ export class PostgresFeed {
     this.#up()
   }
 
-  async #newClient (): Promise<PgClient> {
-    let pg: { Client: new (config: Record<string, unknown>) => PgClient }
-    try {
-      pg = (await import('pg')).default as unknown as typeof pg
-    } catch (error) {
-      throw new FST_AUTHZ_OPTIONS('postgres.connectionString', 'needs the pg package (npm install pg)', { cause: error })
-    }
-    return new pg.Client({ connectionString: this.#o.connectionString, keepAlive: true, application_name: `fastify-authz-cache ${this.#o.channel}`.slice(0, 63) })
-  }
-
   #up (): void {
     this.#stats.connected = true
     const dropped = this.#feed.up()
     this.#log.info({ channel: this.#o.channel, dropped }, 'authz cache listening for invalidations from PostgreSQL')
+    // With Redis, what was committed while this connection was not listening may sit in L2 (written before
+    // the change, by an instance that missed it too): retire every L2 value, and every instance's L1 with it.
+    // Without Redis, dropping this L1 (above) is all there is to do.
+    if (this.#engine.hasSharedLayer) this.#invalidate({ all: true })
   }
 
   /** The LISTEN connection is gone (error, end, a liveness query unanswered): outage mode, and a new connection when it is ours. */
@@ -176,17 +211,18 @@ export class PostgresFeed {
     const wasUp = this.#client === client
     this.#client = undefined
     this.#detachListeners()
-    this.#detachListeners = () => {}
-    // An error after this must not crash the process.
-    client.on('error', () => {})
+    this.#detachListeners = noop
+    const owned = this.#o.client === undefined
+    // An owned connection is ended whatever happens next (close() included); an error after this must not crash the process.
+    if (owned) this.#release(client).catch(noop)
     if (this.#closed) return
     this.#stats.connected = false
     if (wasUp) this.#stats.outages++
     this.#feed.down()
-    if (this.#o.client === undefined) {
-      this.#release(client).catch(() => {})
+    if (owned) {
       this.#retry(error)
     } else {
+      client.on('error', noop)
       this.#log.error({ err: error, channel: this.#o.channel }, 'the postgres.client given to the authz cache was lost: invalidations from the database are not heard, so cached entries are served only within the staleness bound until the app restarts (pass connectionString for a connection the plugin re-opens)')
     }
   }
@@ -194,23 +230,41 @@ export class PostgresFeed {
   #retry (error: Error): void {
     if (this.#closed || this.#reconnect !== undefined) return
     this.#log.error({ err: error, channel: this.#o.channel, retryInMs: this.#backoffMs }, 'authz cache lost its PostgreSQL LISTEN connection: cached entries are served only within the staleness bound until it is back')
-    this.#reconnect = setTimeout(() => { this.#connect().catch(() => {}) }, this.#backoffMs)
+    this.#reconnect = setTimeout(() => { this.#connect().catch(noop) }, this.#backoffMs)
     this.#reconnect.unref()
     this.#backoffMs = Math.min(RECONNECT_MAX_MS, this.#backoffMs * 2)
   }
 
-  /** Liveness: a query on the LISTEN connection must answer within two heartbeats, or the connection counts as lost (a frozen server keeps its socket open). */
+  /**
+   * Liveness: a query on the LISTEN connection must answer within two
+   * heartbeats. An owned connection that does not is dropped and re-opened
+   * (a frozen server keeps its socket open). A client you passed is never
+   * dropped (it is yours, and may be busy with your queries): the instance
+   * goes down while it is silent and comes back, dropping its L1, when it
+   * answers again.
+   */
   #probe (): void {
     const client = this.#client
     if (client === undefined || this.#probing) return
     this.#probing = true
     within(client.query('SELECT 1'), this.#o.heartbeatMs * 2, 'the liveness query')
-      .catch((error: Error) => {
-        if (this.#client !== client) return
-        this.#lost(client, error)
-        // A frozen connection may never end by itself.
-        const stream = (client as unknown as { connection?: { stream?: { destroy?: () => void } } }).connection?.stream
-        stream?.destroy?.()
+      .then(() => {
+        if (this.#silent && this.#client === client && !this.#closed) {
+          this.#silent = false
+          this.#up()
+        }
+      }, (error: Error) => {
+        if (this.#client !== client || this.#closed) return
+        if (this.#o.client === undefined) {
+          this.#lost(client, error)
+          destroy(client)
+        } else if (!this.#silent) {
+          this.#silent = true
+          this.#stats.connected = false
+          this.#stats.outages++
+          this.#feed.down()
+          this.#log.error({ err: error, channel: this.#o.channel }, 'the postgres.client given to the authz cache did not answer its liveness query: outage mode until it does (give the cache a client of its own, used for nothing else)')
+        }
       })
       .finally(() => { this.#probing = false })
   }
@@ -218,41 +272,57 @@ export class PostgresFeed {
   #receive (payload: string): void {
     if (this.#closed) return
     this.#stats.received++
-    let request: InvalidationRequest
-    const checked = Buffer.byteLength(payload) >= MAX_PAYLOAD_BYTES ? new Error(`payload of ${Buffer.byteLength(payload)} bytes`) : parse(payload)
+    const bytes = Buffer.byteLength(payload)
+    const checked = bytes >= MAX_PAYLOAD_BYTES ? new Error(`payload of ${bytes} bytes`) : parse(payload)
     if (checked instanceof Error) {
-      this.#stats.malformed++
-      // The payload itself is not logged: only its size and what was wrong.
-      this.#log.error({ channel: this.#o.channel, payloadBytes: Buffer.byteLength(payload), reason: checked.message }, 'malformed invalidation from PostgreSQL: everything is invalidated (a lost revocation is worse than a cold cache)')
-      request = { all: true }
-    } else {
-      request = checked
+      this.#malformed(bytes, checked.message)
+      return
     }
-    // Applied here at once (before the first await); with Redis, also published, so L2 and loads in flight elsewhere are fenced.
-    this.#engine.invalidateEverywhere(request).catch((error: Error) => {
-      this.#log.warn({ err: error, channel: this.#o.channel }, 'an invalidation from PostgreSQL was applied here; Redis did not take it yet (it stays queued)')
+    this.#invalidate(checked, bytes)
+  }
+
+  /** A payload that is not a valid invalidation: everything goes. The payload itself is not logged: only its size and what was wrong. */
+  #malformed (bytes: number, reason: string): void {
+    this.#stats.malformed++
+    this.#log.error({ channel: this.#o.channel, payloadBytes: bytes, reason }, 'malformed invalidation from PostgreSQL: everything is invalidated (a lost revocation is worse than a cold cache)')
+    this.#invalidate({ all: true })
+  }
+
+  /** Applied here at once (before the first await); with Redis, also published, so L2 and loads in flight elsewhere are fenced. */
+  #invalidate (request: InvalidationRequest, bytes = 0): void {
+    this.#engine.invalidateEverywhere(request).catch((error: Error & { code?: string }) => {
+      if (error.code === 'FST_AUTHZ_BUS_FAILED') {
+        this.#log.warn({ err: error, channel: this.#o.channel }, 'an invalidation from PostgreSQL was applied here; Redis did not take it yet (it stays queued)')
+      } else {
+        // Valid to the schema, refused by the engine (it applied nothing): fail safe.
+        this.#malformed(bytes, error.message)
+      }
     })
   }
 
+  /** Ends a connection, destroying its socket if it does not end in time; an error from it afterwards is swallowed. */
   async #release (client: PgClient): Promise<void> {
-    await within(client.end(), 1000, 'PostgreSQL end').catch(() => {})
+    client.on('error', noop)
+    await within(client.end(), 1000, 'PostgreSQL end').catch(() => destroy(client))
   }
 
-  /** Stops listening; an owned connection is closed, one you passed is left open (UNLISTEN only). */
+  /** Stops listening; an owned connection is closed (one being opened too), one you passed is left open (UNLISTEN only). */
   async close (): Promise<void> {
     if (this.#closed) return
     this.#closed = true
     clearInterval(this.#heartbeat)
     clearTimeout(this.#reconnect)
-    if (this.#unlisten !== undefined) await this.#unlisten().catch(() => {})
+    if (this.#unlisten !== undefined) await this.#unlisten().catch(noop)
     const client = this.#client
     this.#client = undefined
     this.#detachListeners()
+    const opening = this.#opening
+    if (opening !== undefined) await this.#release(opening)
     if (client === undefined) return
     if (this.#o.client === undefined) {
       await this.#release(client)
     } else {
-      await within(client.query(`UNLISTEN ${quoteIdent(this.#o.channel)}`), 1000, 'UNLISTEN').catch(() => {})
+      await within(client.query(`UNLISTEN ${quoteIdent(this.#o.channel)}`), 1000, 'UNLISTEN').catch(noop)
     }
   }
 }

@@ -207,9 +207,14 @@ class RedisShared implements SharedLayer, RedisLayer {
     return `${this.#o.keyPrefix}e:${tag}`
   }
 
-  /** L2 is read only while it can be trusted: the bus is up and no invalidation waits in the outbox. */
+  /**
+   * L2 is read only while it can be trusted: the bus is up, no invalidation
+   * waits in the outbox, and no other invalidation feed of the engine (the
+   * PostgreSQL LISTEN connection) is down: a revocation it missed would
+   * otherwise come back from L2 as a fresh entry, past the staleness bound.
+   */
   get #trusted (): boolean {
-    return this.#o.l2 && this.#outbox.pending === 0 && (this.#bus === undefined || this.#bus.up)
+    return this.#o.l2 && this.#outbox.pending === 0 && (this.#bus === undefined || this.#bus.up) && !this.#engine.outage
   }
 
   async read (key: string, fresh: boolean): Promise<SharedRead> {

@@ -28,6 +28,8 @@ if (available === false) {
     t.equal(await edit(), 200)
     t.equal(app.authz.getGenerationAccess(g1, bob).hit, true)
 
+    // The L2 flush the PostgreSQL feed publishes when it starts listening may still be on its way: let Redis take it first.
+    t.ok(await eventually(() => app.authz.getStats().redis?.pending === 0, 10_000), 'nothing queued before the freeze')
     // Redis stops answering the command connection (frozen), the subscriber stays open.
     proxy.freeze()
     const demoted = await app.inject({ method: 'PUT', url: `/teams/${ids.teams.studio}/members/${bob}`, headers: { authorization: `Bearer ${tokens.alice}` }, payload: { role: 'viewer' } })

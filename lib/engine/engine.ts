@@ -408,12 +408,14 @@ export class Engine {
    */
   attachShared (layer: SharedLayer, options: { busOutageMaxStalenessSeconds?: number } = {}): SharedHandle {
     this.#shared = layer
+    const engine = this
     if (options.busOutageMaxStalenessSeconds !== undefined) this.#busMaxStaleMs = options.busOutageMaxStalenessSeconds * 1000
     return {
       options: this.options,
       apply: (request) => this.apply(request, 'remote'),
       busDown: () => this.#feedDown('redis'),
       busUp: () => this.#feedUp('redis'),
+      get outage () { return engine.busIsDown },
       detach: () => { if (this.#shared === layer) this.#shared = undefined }
     }
   }
@@ -442,6 +444,11 @@ export class Engine {
     if (!this.#feedsDown.delete(name)) return 0
     if (this.#feedsDown.size === 0) this.#busDownSince = 0
     return this.apply({ all: true }, 'remote')
+  }
+
+  /** True when a shared layer (Redis) is attached. */
+  get hasSharedLayer (): boolean {
+    return this.#shared !== undefined
   }
 
   /** True while an invalidation feed (the Redis bus, the PostgreSQL LISTEN connection) is down: L1 entries older than the staleness bound are not served. */

@@ -53,6 +53,8 @@ export interface SharedHandle {
   busDown (): void
   /** The bus is back: invalidations may have been missed, so every L1 entry stored before is dropped; answers how many. */
   busUp (): number
+  /** True while any invalidation feed (this bus, the PostgreSQL LISTEN connection) is down. */
+  readonly outage: boolean
   /** Detaches the layer (on close). */
   detach (): void
 }
