@@ -67,6 +67,17 @@ function engineOn (db: { query: (sql: string, params: unknown[]) => Promise<{ ro
   return { cache, calls: () => calls }
 }
 
+/** A TCP proxy in front of PostgreSQL (freeze, cut, refuse), and the connection string through it. */
+async function pgProxy (t: Test): Promise<{ proxy: Awaited<ReturnType<typeof startProxy>>, viaProxy: URL }> {
+  const url = new URL(DATABASE_URL)
+  const proxy = await startProxy({ host: url.hostname, port: Number(url.port === '' ? 5432 : url.port) })
+  t.teardown(() => proxy.close())
+  const viaProxy = new URL(DATABASE_URL)
+  viaProxy.hostname = '127.0.0.1'
+  viaProxy.port = String(proxy.port)
+  return { proxy, viaProxy }
+}
+
 async function start (t: Test, cache: AuthzCache, o: ResolvedPostgresOptions): Promise<{ feed: PostgresFeed, lines: ReturnType<typeof recordingLogger>['lines'] }> {
   const { log, lines } = recordingLogger()
   const feed = await listenPostgres(cache, o, log)
@@ -169,12 +180,7 @@ test('a terminated LISTEN connection puts the instance in outage mode; back, it 
 })
 
 test('a frozen PostgreSQL (socket open, nothing moving) is noticed by the liveness query', { skip }, async (t) => {
-  const url = new URL(DATABASE_URL)
-  const proxy = await startProxy({ host: url.hostname, port: Number(url.port === '' ? 5432 : url.port) })
-  t.teardown(() => proxy.close())
-  const viaProxy = new URL(DATABASE_URL)
-  viaProxy.hostname = '127.0.0.1'
-  viaProxy.port = String(proxy.port)
+  const { proxy, viaProxy } = await pgProxy(t)
   const { channel } = await database(t)
   const cache = new AuthzCache({ cleanupIntervalSeconds: 0 })
   await start(t, cache, options({ connectionString: viaProxy.toString(), channel, heartbeatMs: 50, connectTimeoutMs: 500 }))
@@ -188,13 +194,8 @@ test('a frozen PostgreSQL (socket open, nothing moving) is noticed by the livene
 })
 
 test('an unreachable PostgreSQL at boot does not fail it: outage mode, retried until it answers', { skip }, async (t) => {
-  const url = new URL(DATABASE_URL)
-  const proxy = await startProxy({ host: url.hostname, port: Number(url.port === '' ? 5432 : url.port) })
-  t.teardown(() => proxy.close())
+  const { proxy, viaProxy } = await pgProxy(t)
   proxy.refuse(true)
-  const viaProxy = new URL(DATABASE_URL)
-  viaProxy.hostname = '127.0.0.1'
-  viaProxy.port = String(proxy.port)
   const { channel } = await database(t)
   const cache = new AuthzCache({ cleanupIntervalSeconds: 0 })
   const { lines } = await start(t, cache, options({ connectionString: viaProxy.toString(), channel, connectTimeoutMs: 500 }))
@@ -270,12 +271,7 @@ test('triggerSql columns: only an UPDATE of a permission column notifies', async
 test('regression: with Redis L2, a revocation missed during a PostgreSQL outage is not served from L2, during it or after', { skip: skip !== false ? skip : (await redisAvailable()) === false ? 'no Redis' : false }, async (t) => {
   const { admin, channel, table } = await database(t)
   await admin.query(`INSERT INTO ${table} VALUES ('t1', 'alice')`)
-  const url = new URL(DATABASE_URL)
-  const proxy = await startProxy({ host: url.hostname, port: Number(url.port === '' ? 5432 : url.port) })
-  t.teardown(() => proxy.close())
-  const viaProxy = new URL(DATABASE_URL)
-  viaProxy.hostname = '127.0.0.1'
-  viaProxy.port = String(proxy.port)
+  const { proxy, viaProxy } = await pgProxy(t)
   const ns = namespace()
   t.teardown(() => ns.cleanup())
   const instances = [engineOn(admin, table), engineOn(admin, table)]
