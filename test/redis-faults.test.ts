@@ -70,6 +70,20 @@ const defaultTarget = (): { host: string, port: number } => {
   return { host: url.hostname, port: Number(url.port || 6379) }
 }
 
+/**
+ * A: Redis directly; B: through a proxy the test freezes, cuts or refuses.
+ * Both share `table` (the database) and one namespace; resolves once both buses are up.
+ */
+async function pairBehindProxy (t: Test, table: Map<string, Decision | null>): Promise<{ proxy: TcpProxy, a: TestApp, b: TestApp }> {
+  const ns = namespace()
+  t.teardown(ns.cleanup)
+  const proxy = await proxyTo(t, defaultTarget())
+  const a = await instance(t, REDIS_URL, ns, table)
+  const b = await instance(t, proxy.url, ns, table)
+  t.ok(await eventually(() => redis(a).connected && redis(b).connected), 'both buses up')
+  return { proxy, a, b }
+}
+
 interface Watch {
   /** ms from `since` to the start of the first read that denied; undefined if none within GIVE_UP_MS. */
   deniedAfter: number | undefined
@@ -168,13 +182,8 @@ if (available === false) {
   test('Redis fault tests', { skip: `no Redis at ${REDIS_URL}: start one, or set REDIS_URL, to run the fault tests` }, () => {})
 } else {
   test('Redis frozen for B (sockets open, nothing moves): B denies within the bound, and after the thaw drops its L1', async (t) => {
-    const ns = namespace()
-    t.teardown(ns.cleanup)
-    const proxy = await proxyTo(t, defaultTarget())
     const table = new Map<string, Decision | null>([[`generation:${G1}:${U1}`, { granted: true }], [`generation:${G2}:${U2}`, { granted: true }]])
-    const a = await instance(t, REDIS_URL, ns, table)
-    const b = await instance(t, proxy.url, ns, table)
-    t.ok(await eventually(() => redis(a).connected && redis(b).connected), 'both buses up')
+    const { proxy, a, b } = await pairBehindProxy(t, table)
 
     t.equal(await get(a), 200)
     t.equal(await get(a, G2, U2), 200, 'A also puts a second grant in L2')
@@ -220,15 +229,10 @@ if (available === false) {
   // reconnect). After B noticed: the client is already reconnecting, so only the outbox's own retry can deliver it.
   for (const when of ['at once', 'after B noticed the cut'] as const) {
     test(`B command connection cut and refused, subscriber up, revocation on B ${when}: applied at once, queued, and reaches A once the connection is back`, async (t) => {
-      const ns = namespace()
-      t.teardown(ns.cleanup)
-      const proxy = await proxyTo(t, defaultTarget())
       const others = Array.from({ length: 150 }, () => randomUUID())
       const table = new Map<string, Decision | null>([[`generation:${G1}:${U1}`, { granted: true }]])
       for (const id of others) table.set(`generation:${id}:${U2}`, { granted: true })
-      const a = await instance(t, REDIS_URL, ns, table)
-      const b = await instance(t, proxy.url, ns, table)
-      t.ok(await eventually(() => redis(a).connected && redis(b).connected), 'both buses up')
+      const { proxy, a, b } = await pairBehindProxy(t, table)
 
       t.equal(await get(a), 200)
       t.equal(await get(b), 200)
@@ -347,13 +351,8 @@ if (available === false) {
   })
 
   test('everything of B cut and refused: B denies within the bound while cut off, then the bus comes back and B drops its L1', async (t) => {
-    const ns = namespace()
-    t.teardown(ns.cleanup)
-    const proxy = await proxyTo(t, defaultTarget())
     const table = new Map<string, Decision | null>([[`generation:${G1}:${U1}`, { granted: true }]])
-    const a = await instance(t, REDIS_URL, ns, table)
-    const b = await instance(t, proxy.url, ns, table)
-    t.ok(await eventually(() => redis(a).connected && redis(b).connected), 'both buses up')
+    const { proxy, a, b } = await pairBehindProxy(t, table)
     t.equal(await get(a), 200)
     t.equal(await get(b), 200)
 
@@ -382,13 +381,8 @@ if (available === false) {
   // 1.5 s after the revocation, within loaderTimeoutMs (2000 ms).
   for (const started of ['before the freeze', 'while B knows its bus is down'] as const) {
     test(`a load on B in flight across a revocation B cannot hear (started ${started}): B denies within the bound`, async (t) => {
-      const ns = namespace()
-      t.teardown(ns.cleanup)
-      const proxy = await proxyTo(t, defaultTarget())
       const table = new Map<string, Decision | null>([[`generation:${G1}:${U1}`, { granted: true }]])
-      const a = await instance(t, REDIS_URL, ns, table)
-      const b = await instance(t, proxy.url, ns, table)
-      t.ok(await eventually(() => redis(a).connected && redis(b).connected), 'both buses up')
+      const { proxy, a, b } = await pairBehindProxy(t, table)
 
       if (started === 'while B knows its bus is down') {
         proxy.freeze()

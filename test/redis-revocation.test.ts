@@ -77,6 +77,17 @@ if (available === false) {
     return { ns, db: { rows: new Map(), gate: undefined } }
   }
 
+  /** Two instances; A has cached g1:u1's grant, and the database has since revoked it (no invalidation yet). */
+  const revokedAfterA = async (t: Test): Promise<{ ns: Ns, db: Db, a: Instance, b: Instance }> => {
+    const { ns, db } = setup(t)
+    const a = await instance(t, ns, db)
+    const b = await instance(t, ns, db)
+    db.rows.set('g1:u1', { granted: true })
+    t.equal(await read(a, 'g1', 'u1'), true)
+    db.rows.set('g1:u1', { granted: false })
+    return { ns, db, a, b }
+  }
+
   test('F1: a decision tag invalidated while its L2 write is on the wire no longer stays in L1', async (t) => {
     const { ns, db } = setup(t)
     const b = await instance(t, ns, db)
@@ -94,12 +105,7 @@ if (available === false) {
 
   test('F2: a pattern or `all` revocation is not undone by a read between its script and its SCAN', async (t) => {
     for (const request of [{ pattern: 'auth:gen:g1:*' }, { all: true }]) {
-      const { ns, db } = setup(t)
-      const a = await instance(t, ns, db)
-      const b = await instance(t, ns, db)
-      db.rows.set('g1:u1', { granted: true })
-      t.equal(await read(a, 'g1', 'u1'), true)
-      db.rows.set('g1:u1', { granted: false })
+      const { ns, a, b } = await revokedAfterA(t)
       // Reads on the revoking instance and on another, while the L2 value is still there (SCAN not yet run).
       const seen: boolean[] = []
       const scan = a.client.scan.bind(a.client) as (...args: unknown[]) => Promise<[string, string[]]>
@@ -198,12 +204,7 @@ if (available === false) {
   })
 
   test('F6: fresh: true skips L2 and asks the resolver', async (t) => {
-    const { ns, db } = setup(t)
-    const a = await instance(t, ns, db)
-    const b = await instance(t, ns, db)
-    db.rows.set('g1:u1', { granted: true })
-    t.equal(await read(a, 'g1', 'u1'), true)
-    db.rows.set('g1:u1', { granted: false })
+    const { b } = await revokedAfterA(t)
     t.equal(await read(b, 'g1', 'u1', true), false, 'the fresh check reached the database')
     t.equal(b.calls, 1)
   })
