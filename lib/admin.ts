@@ -61,6 +61,16 @@ const statsSchema = {
     coalesced: { type: 'integer' },
     loaderErrors: { type: 'integer' },
     loaderTimeouts: { type: 'integer' },
+    batches: { type: 'integer' },
+    warming: {
+      type: 'object',
+      properties: {
+        predicted: { type: 'integer' },
+        used: { type: 'integer' },
+        wasted: { type: 'integer' },
+        bytes: { type: 'integer' }
+      }
+    },
     byKind: { type: 'object', additionalProperties: { type: 'object', properties: counters } },
     performanceTargets: {
       type: 'object',
@@ -178,6 +188,12 @@ export function prometheusText (stats: CacheStats): string {
   metric('coalesced_total', 'counter', 'Callers that joined a load already running.', [['', stats.coalesced]])
   metric('loader_errors_total', 'counter', 'Resolver failures (denied, not cached).', [['', stats.loaderErrors]])
   metric('loader_timeouts_total', 'counter', 'Resolver timeouts (denied, not cached).', [['', stats.loaderTimeouts]])
+  metric('batches_total', 'counter', 'Batch resolver calls (many ids of one user in one call).', [['', stats.batches]])
+  const w = stats.warming
+  metric('warming_predicted_total', 'counter', 'Decisions loaded by predictive warming.', [['', w.predicted]])
+  metric('warming_used_total', 'counter', 'Predicted decisions a check then used.', [['', w.used]])
+  metric('warming_wasted_total', 'counter', 'Predicted decisions that left the cache unused.', [['', w.wasted]])
+  metric('warming_bytes', 'gauge', 'Accounted bytes of the predictor\'s tables (within size_max_bytes).', [['', w.bytes]])
   if (stats.redis !== undefined) {
     const r = stats.redis
     metric('redis_connected', 'gauge', 'Whether the Redis bus is connected (1) or not (0).', [['', r.connected ? 1 : 0]])

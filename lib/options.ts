@@ -3,7 +3,7 @@
  * options fail with FST_AUTHZ_OPTIONS naming the option.
  */
 import { FST_AUTHZ_OPTIONS } from './errors.js'
-import type { Resolver } from './types.js'
+import type { BatchResolver, Resolver, ResolverPair, ResolverSpec } from './types.js'
 
 /** The four built-in kinds; any other resolver name is a custom kind. */
 export const BUILT_IN_KINDS = ['generation', 'project', 'team', 'profile'] as const
@@ -19,6 +19,8 @@ export const DEFAULT_COMPRESSION_THRESHOLD_BYTES = 1024
 export const DEFAULT_MAX_ID_LENGTH = 256
 export const DEFAULT_ADMIN_PREFIX = '/_authz'
 export const DEFAULT_ADMIN_SCOPE = 'authz:admin'
+/** Most ids one batch resolver call (`many`) is asked about by default; larger batches are split. */
+export const DEFAULT_MAX_BATCH_SIZE = 100
 /** Share of an entry's TTL after which a hit refreshes it in the background (with `warmingEnabled`). */
 export const DEFAULT_REFRESH_AHEAD_RATIO = 0.9
 
@@ -78,6 +80,12 @@ export interface PresetValues {
    * @default 'tinylfu'
    */
   evictionPolicy: 'tinylfu' | 'clock'
+  /**
+   * Most ids one call of a batch resolver (`many`) is asked about: a batch
+   * check of more misses is split into calls of at most this many ids
+   * (OpenFGA's BatchCheck takes 50 by default). @default 100
+   */
+  maxBatchSize: number
 }
 
 export const presets: Readonly<Record<'development' | 'production', Readonly<PresetValues>>> = Object.freeze({
@@ -95,7 +103,8 @@ export const presets: Readonly<Record<'development' | 'production', Readonly<Pre
     warmingEnabled: false,
     cleanupIntervalSeconds: 60,
     loaderTimeoutMs: 2000,
-    evictionPolicy: 'tinylfu'
+    evictionPolicy: 'tinylfu',
+    maxBatchSize: DEFAULT_MAX_BATCH_SIZE
   }),
   production: Object.freeze({
     maxEntries: 50_000,
@@ -111,7 +120,8 @@ export const presets: Readonly<Record<'development' | 'production', Readonly<Pre
     warmingEnabled: true,
     cleanupIntervalSeconds: 30,
     loaderTimeoutMs: 2000,
-    evictionPolicy: 'tinylfu'
+    evictionPolicy: 'tinylfu',
+    maxBatchSize: DEFAULT_MAX_BATCH_SIZE
   })
 })
 
@@ -119,8 +129,12 @@ export const presets: Readonly<Record<'development' | 'production', Readonly<Pre
 export interface CacheOptions extends Partial<PresetValues> {
   /** `'development'` (the default) or `'production'`; explicit options win over the preset. */
   preset?: 'development' | 'production'
-  /** The existing authorization service, one resolver per kind. A kind is known only when it has one. */
-  resolvers?: Record<string, Resolver>
+  /**
+   * The existing authorization service, one resolver per kind: a function
+   * (one id per call) or `{ one?, many? }` (`many` answers many ids of one
+   * user in one call). A kind is known only when it has one.
+   */
+  resolvers?: Record<string, ResolverSpec>
   /** Longest accepted id, in characters; longer ids are rejected with FST_AUTHZ_BAD_ID. Default 256. */
   maxIdLength?: number
   /** Clock in milliseconds, for tests. Default `Date.now`. */
@@ -132,7 +146,8 @@ export interface CacheOptions extends Partial<PresetValues> {
 /** Cache options after presets, defaults and validation. */
 export interface ResolvedCacheOptions extends PresetValues {
   preset: 'development' | 'production'
-  resolvers: Record<string, Resolver>
+  /** One resolver per kind, in the pair form (at least one of the two set). */
+  resolvers: Record<string, ResolverPair>
   maxIdLength: number
   now: () => number
   random: () => number
@@ -164,6 +179,19 @@ function checkNumber (name: string, value: unknown, min: number, max: number, ex
 function checkBoolean (name: string, value: unknown): boolean {
   if (typeof value !== 'boolean') fail(name, `must be a boolean, got ${describe(value)}`)
   return value
+}
+
+/** A resolver as the engine keeps it: `{ one?, many? }` with at least one, each a function. */
+function checkResolver (name: string, value: unknown): ResolverPair {
+  if (typeof value === 'function') return { one: value as Resolver }
+  if (!isPlainObject(value)) fail(name, `must be a function or { one, many }, got ${describe(value)}`)
+  for (const key of Object.keys(value)) {
+    if (key !== 'one' && key !== 'many') fail(`${name}.${key}`, 'is not known (a resolver object has `one` and `many`)')
+  }
+  const one = value.one === undefined ? undefined : checkFunction<Resolver>(`${name}.one`, value.one)
+  const many = value.many === undefined ? undefined : checkFunction<BatchResolver>(`${name}.many`, value.many)
+  if (one === undefined && many === undefined) fail(name, 'needs `one`, `many`, or both')
+  return { one, many }
 }
 
 export function checkFunction<T> (name: string, value: unknown): T {
@@ -224,16 +252,17 @@ export function resolveCacheOptions (options: CacheOptions = {}): ResolvedCacheO
   const pick = <K extends keyof PresetValues>(key: K): PresetValues[K] =>
     (options[key] === undefined ? base[key] : options[key]) as PresetValues[K]
 
-  const resolvers = options.resolvers ?? {}
-  if (!isPlainObject(resolvers)) fail('resolvers', `must be an object of functions, got ${describe(resolvers)}`)
-  for (const [kind, resolver] of Object.entries(resolvers)) {
+  const given = options.resolvers ?? {}
+  if (!isPlainObject(given)) fail('resolvers', `must be an object of functions or { one, many } objects, got ${describe(given)}`)
+  const resolvers: Record<string, ResolverPair> = {}
+  for (const [kind, resolver] of Object.entries(given)) {
     checkKindName(`resolvers.${kind}`, kind)
-    checkFunction(`resolvers.${kind}`, resolver)
+    resolvers[kind] = checkResolver(`resolvers.${kind}`, resolver)
   }
 
   return {
     preset: presetName,
-    resolvers: { ...resolvers } as Record<string, Resolver>,
+    resolvers,
     maxEntries: checkInteger('maxEntries', pick('maxEntries'), 1),
     maxSizeMb: checkNumber('maxSizeMb', pick('maxSizeMb'), 0, Number.MAX_VALUE, true),
     authTtlSeconds: checkNumber('authTtlSeconds', pick('authTtlSeconds'), 0, Number.MAX_VALUE, true),
@@ -248,6 +277,7 @@ export function resolveCacheOptions (options: CacheOptions = {}): ResolvedCacheO
     cleanupIntervalSeconds: checkNumber('cleanupIntervalSeconds', pick('cleanupIntervalSeconds'), 0, 86_400),
     loaderTimeoutMs: checkInteger('loaderTimeoutMs', pick('loaderTimeoutMs'), 1, 600_000),
     evictionPolicy: checkEvictionPolicy(pick('evictionPolicy')),
+    maxBatchSize: checkInteger('maxBatchSize', pick('maxBatchSize'), 1, 10_000),
     maxIdLength: checkInteger('maxIdLength', options.maxIdLength ?? DEFAULT_MAX_ID_LENGTH, 1, 65_536),
     now: options.now === undefined ? Date.now : checkFunction('now', options.now),
     random: options.random === undefined ? Math.random : checkFunction('random', options.random)

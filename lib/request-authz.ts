@@ -84,6 +84,38 @@ export class RequestAuthz {
     return satisfies(decision, requirement.access, this.#rank(requirement.role), this.#roles)
   }
 
+  /**
+   * The caller's decisions on many resources of one kind: a Map id ->
+   * Decision in the order of `ids` (a repeated id once). Hits come from the
+   * cache; the misses are loaded in one batch call per `maxBatchSize` ids
+   * (the kind's `many`), each id fenced like a single check. A denied or
+   * unknown resource gives `{ granted: false }`. Rejects with 400 naming the
+   * first bad id before anything is looked up, with 503 when the resolver
+   * fails for any id.
+   */
+  async decisions (kind: string, ids: readonly string[]): Promise<Map<string, Decision>> {
+    const handle = this.#engine.kind(kind)
+    const userId = this.#identity.knownUserId(this.#request) ?? await this.#identity.userId(this.#request)
+    return this.#engine.getOrLoadMany(handle, userId, ids)
+  }
+
+  /**
+   * The list-endpoint helper: the ids (in order, repeats kept) on which the
+   * caller holds `requirement`, with the decisions loaded as `decisions()`
+   * loads them. The requirement is checked before anything is loaded.
+   */
+  async filter (kind: string, ids: readonly string[], requirement: Requirement = {}): Promise<string[]> {
+    if (!isPlainObject(requirement)) throw new FST_AUTHZ_ROUTE_CONFIG('request.authz.filter()', `the requirement must be an object, got ${describe(requirement)}`)
+    const { access, role } = requirement as Requirement
+    const rank = this.#rank(role)
+    const found = await this.decisions(kind, ids)
+    const kept: string[] = []
+    for (const id of ids) {
+      if (satisfies(found.get(id) as Decision, access, rank, this.#roles)) kept.push(id)
+    }
+    return kept
+  }
+
   /** The decision when the caller holds the requirement; throws 403 FST_AUTHZ_FORBIDDEN otherwise. */
   async check (check: AuthzRequestCheck): Promise<Decision> {
     const input = check as Record<string, unknown> & { access?: string, role?: string, fresh?: boolean }

@@ -34,6 +34,39 @@ export interface ResolverContext {
  */
 export type Resolver = (ctx: ResolverContext) => Promise<Decision | null | undefined> | Decision | null | undefined
 
+/** What a batch resolver gets: one user, many ids of one kind (at most `maxBatchSize`). */
+export interface BatchResolverContext {
+  kind: string
+  userId: string
+  ids: string[]
+  /** Aborted when the call times out (`loaderTimeoutMs`, for the whole call). */
+  signal: AbortSignal
+}
+
+/** A batch answer: id -> Decision, as a `Map` or a plain object. An id left out, `null` or `undefined` means "no access". */
+export type BatchAnswer = Map<string, Decision | null | undefined> | Record<string, Decision | null | undefined>
+
+/**
+ * The batch form of a resolver: many ids of one user in one backend call
+ * (OpenFGA BatchCheck, SpiceDB CheckBulkPermissions, one SQL `= ANY($1)`).
+ * Throwing, rejecting or timing out fails every id of the call (503); an
+ * answer for one id that is not a Decision fails that id.
+ */
+export type BatchResolver = (ctx: BatchResolverContext) => Promise<BatchAnswer> | BatchAnswer
+
+/**
+ * A resolver as an object: `one` answers one id, `many` a batch. With only
+ * `many`, single checks go through it too (a batch of one); with only `one`,
+ * batch checks fan out to it, a few calls at a time.
+ */
+export interface ResolverPair {
+  one?: Resolver
+  many?: BatchResolver
+}
+
+/** A kind's resolver: a function (one id per call), or `{ one?, many? }`. */
+export type ResolverSpec = Resolver | ResolverPair
+
 /** A requirement on a decision. */
 export interface Requirement {
   /** Holds when `granted` and the decision's `access` is absent or contains it. */
@@ -115,6 +148,10 @@ export interface CacheStats {
   loaderErrors: number
   /** Resolver answers later than `loaderTimeoutMs` (503, never cached). */
   loaderTimeouts: number
+  /** Batch resolver calls (`many`): each answered up to `maxBatchSize` ids in one backend call. */
+  batches: number
+  /** Predictive warming (with `warmingEnabled`). */
+  warming: WarmingStats
   /** Hits and misses per kind (kinds with a resolver, and any other kind looked up). */
   byKind: Record<string, KindStats>
   performanceTargets: {
@@ -133,6 +170,18 @@ export interface CacheStats {
   redis?: RedisStats
   /** With `postgres` set: the LISTEN connection's counters. */
   postgres?: PostgresStats
+}
+
+/** The `warming` block of the stats: predictive warming (with `warmingEnabled`). */
+export interface WarmingStats {
+  /** Decisions loaded in the background because the predictor expected them (each counts once). */
+  predicted: number
+  /** Predicted decisions that a check then used (the first hit on each, or a check that joined its load). */
+  used: number
+  /** Predicted decisions that left the cache (evicted, expired, invalidated) without any check using them. */
+  wasted: number
+  /** Bytes of the predictor's tables, included in `totalSizeMb`. */
+  bytes: number
 }
 
 /** The `postgres` block of the stats. */

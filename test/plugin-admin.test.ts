@@ -38,8 +38,9 @@ test('GET /_authz/stats answers the SPEC fields as JSON', async (t) => {
   t.equal(res.statusCode, 200)
   t.match(res.headers['content-type'], 'application/json')
   const stats = res.json()
-  t.same(Object.keys(stats).sort(), ['averageAccessTimeMs', 'byKind', 'coalesced', 'eviction', 'evictions', 'expirations', 'hitRatePercent', 'hits', 'invalidations',
-    'loaderErrors', 'loaderTimeouts', 'loads', 'maxEntries', 'maxSizeMb', 'misses', 'p99AccessTimeMs', 'performanceTargets', 'totalEntries', 'totalSizeMb'].sort())
+  t.same(Object.keys(stats).sort(), ['averageAccessTimeMs', 'batches', 'byKind', 'coalesced', 'eviction', 'evictions', 'expirations', 'hitRatePercent', 'hits', 'invalidations',
+    'loaderErrors', 'loaderTimeouts', 'loads', 'maxEntries', 'maxSizeMb', 'misses', 'p99AccessTimeMs', 'performanceTargets', 'totalEntries', 'totalSizeMb', 'warming'].sort())
+  t.same(Object.keys(stats.warming).sort(), ['bytes', 'predicted', 'used', 'wasted'])
   t.equal(stats.hits, 1)
   t.equal(stats.misses, 1)
   t.equal(stats.totalEntries, 1)

@@ -25,7 +25,8 @@ import { TinyLfuPolicy } from './eviction.js'
 import { applyPlan, planInvalidation } from './invalidation.js'
 import { Kinds } from './kinds.js'
 import { Loads, type Load, type LoadHost } from './loads.js'
-import { callResolver, isStringArray, validateAnswer } from './resolver-call.js'
+import { BUDGET_SHARE, MAX_BUDGET_BYTES, Predictor, type Follower } from './predictor.js'
+import { callBatchResolver, callResolver, isStringArray, validateAnswer } from './resolver-call.js'
 import type { FeedHandle, SharedHandle, SharedLayer } from './shared.js'
 import { SAMPLE_MASK, Stats } from './stats.js'
 import { Store } from './store.js'
@@ -33,6 +34,15 @@ import { Sweeper } from './sweeper.js'
 import { MAX_COUNT, type FrequencySketch } from './sketch.js'
 
 const MB = 1024 * 1024
+
+/** Batch checks of a kind without `many` fan out to `one`, this many calls at a time. */
+export const FAN_OUT_CONCURRENCY = 8
+/** Predictions after one miss: at most this many decisions, in one `many` call per kind. */
+export const PREDICTIONS_PER_MISS = 64
+/** Predictions after one miss of a kind without `many`: at most this many single calls. */
+export const PREDICTIONS_PER_MISS_WITHOUT_MANY = 4
+/** The smallest predictor budget worth keeping (`maxSizeMb` of 8 and more): below it, predictive warming is off. */
+export const MIN_PREDICTOR_BYTES = 256 * 1024
 
 /** Observers the Fastify layer uses for logging. */
 export interface CacheObserver {
@@ -57,6 +67,8 @@ export class Engine {
   readonly #sweeper: Sweeper
   /** The TinyLFU frequency sketch (undefined under `evictionPolicy: 'clock'`): every lookup is recorded in it. */
   readonly #sketch: FrequencySketch | undefined
+  /** Predictive warming's table (with `warmingEnabled`). */
+  readonly #predictor: Predictor | undefined
 
   readonly #now: () => number
   readonly #random: () => number
@@ -84,7 +96,11 @@ export class Engine {
     this.#compressAbove = o.compressionEnabled ? o.compressionThresholdBytes : Infinity
     this.#refreshRatio = o.warmingEnabled ? DEFAULT_REFRESH_AHEAD_RATIO : Infinity
     const kinds = this.#kinds = new Kinds(this.options)
-    this.#store = new Store(kinds, o.maxEntries, Math.floor(o.maxSizeMb * MB), this.#stats, o.evictionPolicy, o.random)
+    const maxBytes = Math.floor(o.maxSizeMb * MB)
+    const predictorBytes = Math.min(MAX_BUDGET_BYTES, Math.floor(maxBytes * BUDGET_SHARE))
+    // The predictor's budget is taken from maxSizeMb, as the sketch's is.
+    this.#predictor = o.warmingEnabled && predictorBytes >= MIN_PREDICTOR_BYTES ? new Predictor(predictorBytes) : undefined
+    this.#store = new Store(kinds, o.maxEntries, maxBytes - (this.#predictor?.budget ?? 0), this.#stats, o.evictionPolicy, o.random)
     this.#sketch = this.#store.policy.sketch
     this.#loads = new Loads(this.#stats, this.#loadHost())
     this.#cached = new CachedFunctions({
@@ -104,10 +120,14 @@ export class Engine {
       get shared () { return cache.#shared },
       now: this.#now,
       call: (load, call) => callResolver(load.kind, timeoutMs, this.#stats, call, (error) => this.#failed(load, error)),
+      callMany: (loads, call) => {
+        const ids = loads.map((load) => load.id)
+        return callBatchResolver(loads[0].kind, ids, timeoutMs, this.#stats, (signal) => call(ids, signal), (error) => this.#failed(loads[0], error, ids.length))
+      },
       accept: (kind, raw) => validateAnswer(kind.validation, raw),
       tagsOf: (baseTags, value) => this.#tagsOf(baseTags, value),
       ttlFor: (kind, value) => this.#ttlFor(kind, value, undefined),
-      store: (load, value, json, ttlMs) => this.#write(load.kind, load.id, load.userId, value, json, ttlMs, load.startedAt)
+      store: (load, value, json, ttlMs) => this.#write(load.kind, load.id, load.userId, value, json, ttlMs, load.startedAt, load.prediction)
     }
   }
 
@@ -161,6 +181,7 @@ export class Engine {
           // The policy's record of the hit, kept on the entry: the eviction hand takes it into the sketch (engine/eviction.ts).
           if (entry.hits < MAX_COUNT) entry.hits++
           state.hits++
+          if (entry.prediction !== undefined) this.#predictionUsed(entry)
           if (entry.refreshAt <= now) this.#refresh(entry)
           const value = entry.packed === undefined ? entry.value : unpack(entry.packed)
           if (sampled) stats.sample(performance.now() - start)
@@ -202,12 +223,131 @@ export class Engine {
     const state = kind as KindState
     const fn = resolver ?? state.resolver
     if (fn === undefined) return Promise.reject(new FST_AUTHZ_UNKNOWN_KIND(JSON.stringify(state.name)))
-    return this.#loads.join(state, id, userId, fresh, (signal) => fn({ kind: state.name, userId, id, signal }))
+    const loaded = this.#loads.join(state, id, userId, fresh, (signal) => fn({ kind: state.name, userId, id, signal }))
+    if (this.#predictor !== undefined && resolver === undefined) this.#predict(state, id, userId)
+    return loaded
   }
 
-  #failed (load: Load, error: Error): void {
+  /**
+   * The decisions of many ids of one kind for one user, in a Map in the
+   * order of `ids` (repeated ids once): hits from the cache, the misses in
+   * one batch call per `maxBatchSize` ids through the kind's `many` (or
+   * `FAN_OUT_CONCURRENCY` calls at a time to `one`). Concurrent single and
+   * batch loads of a key share one load, and each id is fenced on its own.
+   * Every id is checked before anything is looked up. Rejects with 503 when
+   * the call for any id failed (the ids answered are still stored).
+   */
+  async getOrLoadMany (kind: KindHandle | string, userId: string, ids: readonly string[]): Promise<Map<string, Decision>> {
+    const state = this.state(kind)
+    if (state.resolver === undefined) throw new FST_AUTHZ_UNKNOWN_KIND(JSON.stringify(state.name))
+    this.checkId('userId', userId)
+    if (state.name === 'profile') throw new FST_AUTHZ_BAD_ID('profile', 'a profile has no ids to batch: use profile()')
+    if (!Array.isArray(ids)) throw new FST_AUTHZ_BAD_ID(`${state.name} ids`, `expected an array of ids, got ${describe(ids)}`)
+    for (let i = 0; i < ids.length; i++) this.checkId(`${state.name} id`, ids[i])
+    const found = new Map<string, unknown>()
+    const missing: string[] = []
+    for (const id of ids) {
+      if (found.has(id)) continue
+      const hit = this.lookup(state, id, userId)
+      found.set(id, hit)
+      if (hit === undefined) missing.push(id)
+    }
+    if (missing.length > 0) {
+      const values = await this.loadMany(state, userId, missing)
+      for (let i = 0; i < missing.length; i++) found.set(missing[i], values[i])
+    }
+    return found as Map<string, Decision>
+  }
+
+  /**
+   * The batch miss path (after `lookup` missed every id): the values of
+   * `ids` (distinct, valid), in order.
+   */
+  loadMany (kind: KindHandle, userId: string, ids: string[]): Promise<unknown[]> {
+    const state = kind as KindState
+    if (this.#predictor !== undefined) {
+      const now = this.#now()
+      for (const id of ids) this.#predictor.missed(state, id, userId, now, true, 0)
+    }
+    const many = state.many
+    if (many === undefined) return this.#fanOut(state, userId, ids)
+    return this.#loads.joinMany(state, userId, ids, (batch, signal) => many({ kind: state.name, userId, ids: batch, signal }), this.options.maxBatchSize)
+  }
+
+  /** A batch check of a kind without `many`: single loads, `FAN_OUT_CONCURRENCY` at a time; stops starting more after a failure. */
+  async #fanOut (state: KindState, userId: string, ids: string[]): Promise<unknown[]> {
+    const values: unknown[] = new Array(ids.length)
+    let next = 0
+    let failed = false
+    const worker = async (): Promise<void> => {
+      while (next < ids.length && !failed) {
+        const i = next++
+        try {
+          values[i] = await this.load(state, ids[i], userId)
+        } catch (error) {
+          failed = true
+          throw error
+        }
+      }
+    }
+    await Promise.all(Array.from({ length: Math.min(FAN_OUT_CONCURRENCY, ids.length) }, worker))
+    return values
+  }
+
+  /**
+   * After a check of `userId` missed (kind, id): learns from the miss, and
+   * loads what usually follows it for this user in the background, fenced
+   * like any load; what is cached or loading already is skipped. Failures
+   * are counted, never thrown.
+   */
+  #predict (state: KindState, id: string, userId: string): void {
+    const followers = (this.#predictor as Predictor).missed(state, id, userId, this.#now(), false, PREDICTIONS_PER_MISS)
+    if (followers.length === 0 || this.#closed) return
+    let batch: Array<{ id: string, key: string, prediction: Follower }> | undefined
+    let batchKind: KindState | undefined
+    let singles = 0
+    for (const follower of followers) {
+      const kind = follower.kind
+      if (kind.resolver === undefined || kind.index.entry(follower.id, userId) !== undefined) continue
+      const key = kind.keyOf(follower.id, userId)
+      if (this.#loads.has(key)) continue
+      if (kind.many !== undefined) {
+        // One batch call per kind: the first kind predicted with `many` gets it, others flush as they come.
+        if (batchKind !== kind) {
+          if (batch !== undefined) this.#startPredicted(batchKind as KindState, userId, batch)
+          batch = []
+          batchKind = kind
+        }
+        (batch as Array<{ id: string, key: string, prediction: Follower }>).push({ id: follower.id, key, prediction: follower })
+      } else if (singles < PREDICTIONS_PER_MISS_WITHOUT_MANY) {
+        singles++
+        const resolver = kind.resolver
+        const load = this.#loads.start(kind, follower.id, userId, key,
+          (signal) => resolver({ kind: kind.name, userId, id: follower.id, signal }), false, follower)
+        load.promise.catch(() => {})
+      }
+    }
+    if (batch !== undefined) this.#startPredicted(batchKind as KindState, userId, batch)
+  }
+
+  #startPredicted (kind: KindState, userId: string, items: Array<{ id: string, key: string, prediction: Follower }>): void {
+    const many = kind.many as NonNullable<KindState['many']>
+    const call = (ids: string[], signal: AbortSignal): unknown => many({ kind: kind.name, userId, ids, signal })
+    for (let from = 0; from < items.length; from += this.options.maxBatchSize) {
+      for (const load of this.#loads.startMany(kind, userId, items.slice(from, from + this.options.maxBatchSize), call)) load.promise.catch(() => {})
+    }
+  }
+
+  /** The first hit on a predicted entry: the prediction was used. */
+  #predictionUsed (entry: Entry): void {
+    Predictor.used(entry.prediction as Follower)
+    entry.prediction = undefined
+    this.#stats.predictionsUsed++
+  }
+
+  #failed (load: Load, error: Error, batch = 1): void {
     try {
-      this.observer.loaderFailed?.(load.kind.name, load.id, load.userId, error)
+      this.observer.loaderFailed?.(load.kind.name, batch === 1 ? load.id : `${load.id} and ${batch - 1} more ids of one batch`, load.userId, error)
     } catch {
       // An observer (a logger choking on what a resolver threw) must not turn the 503 into another error.
     }
@@ -274,7 +414,7 @@ export class Engine {
   }
 
   /** Stores `value`, the frozen copy `validateAnswer` made (callers share it: none can change what others see), and its `json`. */
-  #write (state: KindState, id: string, userId: string, value: unknown, json: string, ttlMs: number, answeredSince?: number): void {
+  #write (state: KindState, id: string, userId: string, value: unknown, json: string, ttlMs: number, answeredSince?: number, prediction?: Follower): void {
     if (this.#closed || !(ttlMs > 0)) return
     let stored: unknown = value
     let packed: Buffer | undefined
@@ -287,7 +427,7 @@ export class Engine {
     // A denial (or no profile) lives negativeTtlSeconds: the eviction policy keeps it from crowding out grants.
     const denied = state.validation !== 'any' && (value === null || (value as Decision).granted === false)
     this.#store.insert(state, id, userId, stored, packed, size, this.#ownTags(state, id, userId, value), now, ttlMs,
-      this.#refreshRatio === Infinity ? Infinity : now + ttlMs * this.#refreshRatio, answeredSince ?? now, denied)
+      this.#refreshRatio === Infinity ? Infinity : now + ttlMs * this.#refreshRatio, answeredSince ?? now, denied, prediction)
   }
 
   /**
@@ -461,7 +601,8 @@ export class Engine {
     const eviction: EvictionStats = policy instanceof TinyLfuPolicy
       ? { policy: 'tinylfu', windowEntries: policy.windowCount, admitted: policy.admitted, rejected: policy.rejected, sketchResets: policy.sketch.resets, sketchBytes: policy.bytes }
       : { policy: 'clock', windowEntries: 0, admitted: 0, rejected: 0, sketchResets: 0, sketchBytes: 0 }
-    const stats = this.#stats.snapshot(this.#kinds, this.#store.count, this.#store.bytes, this.options, eviction, this.#shared?.stats?.())
+    const warmingBytes = this.#predictor?.bytes ?? 0
+    const stats = this.#stats.snapshot(this.#kinds, this.#store.count, this.#store.bytes + warmingBytes, this.options, eviction, this.#shared?.stats?.(), warmingBytes)
     if (this.#feedStats !== undefined) stats.postgres = this.#feedStats()
     return stats
   }
@@ -473,5 +614,6 @@ export class Engine {
     this.#sweeper.stop()
     this.#loads.fenceAll(this.#loads.next())
     this.#store.clear()
+    this.#predictor?.clear()
   }
 }

@@ -3,8 +3,9 @@
  * index slot.
  */
 import type { KeyBuilder } from '../keys.js'
-import type { Resolver } from '../types.js'
+import type { BatchResolver, Resolver } from '../types.js'
 import type { KindIndex } from './kind-index.js'
+import type { Follower } from './predictor.js'
 
 /** How an answer of a kind is checked: a Decision, a profile (any object), or anything (`cached`, uuid validations). */
 export type Validation = 'decision' | 'profile' | 'any'
@@ -34,6 +35,8 @@ export interface KindState extends KindHandle {
   /** Mixed into the frequency sketch's hash of an address, so two kinds' entries of one id differ. */
   readonly salt: number
   resolver: Resolver | undefined
+  /** The batch form (`{ many }`): batch checks and predictions of the kind go through it in one call per `maxBatchSize` ids. */
+  many: BatchResolver | undefined
   hits: number
   misses: number
 }
@@ -49,6 +52,8 @@ export class Entry {
   hits = 0
   /** In the TinyLFU window (lib/engine/eviction.ts), not yet admitted to the main region. */
   inWindow = false
+  /** Loaded by predictive warming and not used by any check yet: the follower that predicted it (lib/engine/predictor.ts), graded when it is used or leaves unused. */
+  prediction: Follower | undefined = undefined
   /** The address's hash in the frequency sketch (lib/engine/sketch.ts); 0 under the CLOCK policy. */
   hash = 0
   /** The eviction ring: the entry stored just before this one, and just after. */

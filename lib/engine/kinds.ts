@@ -6,9 +6,10 @@
 import { FST_AUTHZ_UNKNOWN_KIND } from '../errors.js'
 import { keyBuilderFor, resourceTag, userTag, uuidValidationKey, type KeyBuilder } from '../keys.js'
 import { BUILT_IN_KINDS, type ResolvedCacheOptions } from '../options.js'
-import type { Resolver } from '../types.js'
+import type { BatchResolver, Resolver, ResolverPair } from '../types.js'
 import type { KindHandle, KindState, Validation } from './entry.js'
 import { KindIndex, shardsFor } from './kind-index.js'
+import { oneFromMany } from './resolver-call.js'
 
 const CACHED_PREFIX = 'cached:'
 
@@ -19,10 +20,16 @@ export class Kinds implements Iterable<KindState> {
 
   constructor (options: Readonly<ResolvedCacheOptions>) {
     this.#options = options
-    for (const kind of BUILT_IN_KINDS) this.add(kind, options.resolvers[kind])
+    for (const kind of BUILT_IN_KINDS) this.#addChecked(kind, options.resolvers[kind])
     for (const [kind, resolver] of Object.entries(options.resolvers)) {
-      if (!this.#map.has(kind)) this.add(kind, resolver)
+      if (!this.#map.has(kind)) this.#addChecked(kind, resolver)
     }
+  }
+
+  /** A check kind: single loads call `one`, or `many` with one id when the kind has only `many`. */
+  #addChecked (name: string, pair: ResolverPair | undefined): void {
+    const state = this.add(name, pair === undefined ? undefined : pair.one ?? oneFromMany(pair.many as BatchResolver))
+    state.many = pair?.many
   }
 
   [Symbol.iterator] (): Iterator<KindState> {
@@ -48,6 +55,7 @@ export class Kinds implements Iterable<KindState> {
       // Tells the kinds apart in the frequency sketch's hashes (./sketch.ts).
       salt: Math.imul(this.#map.size + 1, 0x9e3779b9),
       resolver,
+      many: undefined,
       hits: 0,
       misses: 0
     }

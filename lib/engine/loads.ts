@@ -16,14 +16,23 @@
  * may not have heard of yet happened during the load: every caller that
  * joined the load reloads, and only the caller that started it (whose
  * request began before the invalidation) gets the answer.
+ *
+ * A batch (`startMany`) is one resolver call for many ids of one user, and
+ * one load per id: each id is in `inflight`, fenced, joined and stored on
+ * its own exactly as a single load, so an invalidation of one id during the
+ * batch keeps only that id out of the cache.
  */
 import type { SharedLayer } from './shared.js'
 import type { KindState } from './entry.js'
+import { Predictor, type Follower } from './predictor.js'
 import type { Accepted } from './resolver-call.js'
 import type { Stats } from './stats.js'
 
 /** Calls the resolver (or the cached function) with the load's abort signal. */
 export type Call = (signal: AbortSignal) => unknown
+
+/** Calls a batch resolver for `ids` with the call's abort signal. */
+export type ManyCall = (ids: string[], signal: AbortSignal) => unknown
 
 export interface Load {
   readonly key: string
@@ -42,6 +51,8 @@ export interface Load {
   readonly startedAt: number
   /** Sequence number of the first invalidation that touched this load; Infinity while untouched. */
   fencedAt: number
+  /** Started by predictive warming and joined by no check yet: the follower that predicted it (what it stores is marked so). */
+  prediction: Follower | undefined
   promise: Promise<unknown>
 }
 
@@ -51,12 +62,25 @@ export interface LoadHost {
   now (): number
   /** The resolver call and the check of its answer (rejects with a 503 error). */
   call (load: Load, call: Call): Promise<Accepted>
+  /** One batch resolver call for `loads` (one kind, one user): each id's answer or its own error, at its index; rejects when the whole call failed. */
+  callMany (loads: Load[], call: ManyCall): Promise<Array<Accepted | Error>>
   /** Checks a value read from L2 like an answer. */
   accept (kind: KindState, raw: unknown): Accepted | Error
   tagsOf (baseTags: string[], value: unknown): string[]
   ttlFor (kind: KindState, value: unknown): number
   store (load: Load, value: unknown, json: string, ttlMs: number): void
 }
+
+/** What L2 answered a load: a checked value and its expiry, or nothing; and the fence token for the write. */
+interface SharedAnswer {
+  /** The layer read, the one written to (attached or detached meanwhile, a load keeps the one it started with). */
+  shared: SharedLayer | undefined
+  fence: unknown
+  accepted: Accepted | undefined
+  expiresAt: number | undefined
+}
+
+const NO_SHARED_ANSWER: SharedAnswer = Object.freeze({ shared: undefined, fence: undefined, accepted: undefined, expiresAt: undefined })
 
 export class Loads {
   readonly #inflight = new Map<string, Load>()
@@ -99,7 +123,7 @@ export class Loads {
       if (load === undefined) {
         load = this.start(kind, id, userId, key, call, fresh)
       } else {
-        this.#stats.coalesced++
+        this.#coalesce(load)
       }
       const joinedAt = this.#seq
       const value = await load.promise
@@ -109,8 +133,93 @@ export class Loads {
     }
   }
 
+  /**
+   * The values of many ids of one kind and one user, in the order of `ids`
+   * (which must be distinct and valid): joins the loads in flight and starts
+   * the others as batches of at most `maxBatch` ids (`startMany`). An id
+   * whose load was fenced by an invalidation this caller arrived after is
+   * loaded again, as in `join`. Rejects with the first failure.
+   */
+  async joinMany (kind: KindState, userId: string, ids: string[], call: ManyCall, maxBatch: number): Promise<unknown[]> {
+    const values: unknown[] = new Array(ids.length)
+    let pending: number[] = ids.map((_id, i) => i)
+    while (pending.length > 0) {
+      const joinedAt = this.#seq
+      const loads: Load[] = new Array(pending.length)
+      const joined: boolean[] = new Array(pending.length)
+      const missing: Array<{ id: string, key: string }> = []
+      const missingAt: number[] = []
+      for (let j = 0; j < pending.length; j++) {
+        const id = ids[pending[j]]
+        const key = kind.keyOf(id, userId)
+        const load = this.#inflight.get(key)
+        joined[j] = load !== undefined
+        if (load !== undefined) {
+          this.#coalesce(load)
+          loads[j] = load
+        } else {
+          missing.push({ id, key })
+          missingAt.push(j)
+        }
+      }
+      for (let from = 0; from < missing.length; from += maxBatch) {
+        const started = this.startMany(kind, userId, missing.slice(from, from + maxBatch), call)
+        for (let k = 0; k < started.length; k++) loads[missingAt[from + k]] = started[k]
+      }
+      const answered = await Promise.all(loads.map((load) => load.promise))
+      const again: number[] = []
+      for (let j = 0; j < pending.length; j++) {
+        const load = loads[j]
+        if (load.fencedAt > joinedAt && !(joined[j] && load.refused)) values[pending[j]] = answered[j]
+        else again.push(pending[j])
+      }
+      pending = again
+    }
+    return values
+  }
+
+  /**
+   * Starts one load per item, answered by one batch call (`call` with every
+   * id L2 did not answer). Each load is in flight, fenced and stored on its
+   * own; a failed call fails every load it was to answer.
+   */
+  startMany (kind: KindState, userId: string, items: Array<{ id: string, key: string, prediction?: Follower }>, call: ManyCall): Load[] {
+    const loads: Load[] = []
+    const settle: Array<{ resolve: (value: unknown) => void, reject: (error: unknown) => void }> = []
+    for (const { id, key, prediction } of items) {
+      const load = this.#create(kind, id, userId, key, false, prediction)
+      const ran = new Promise<unknown>((resolve, reject) => { settle.push({ resolve, reject }) })
+      this.#track(load, ran)
+      loads.push(load)
+    }
+    this.#runMany(loads, call).then((results) => {
+      for (let i = 0; i < loads.length; i++) {
+        const result = results[i]
+        if (result.status === 'fulfilled') settle[i].resolve(result.value)
+        else settle[i].reject(result.reason)
+      }
+    }, /* c8 ignore next */ (error: unknown) => { for (const { reject } of settle) reject(error) })
+    return loads
+  }
+
   /** Starts a load (also the background refresh of a hot entry). */
-  start (kind: KindState, id: string, userId: string, key: string, call: Call, fresh = false): Load {
+  start (kind: KindState, id: string, userId: string, key: string, call: Call, fresh = false, prediction?: Follower): Load {
+    const load = this.#create(kind, id, userId, key, fresh, prediction)
+    this.#track(load, this.#run(load, call))
+    return load
+  }
+
+  /** A caller joined `load` instead of starting one; a predicted load joined by a check has been used. */
+  #coalesce (load: Load): void {
+    this.#stats.coalesced++
+    if (load.prediction !== undefined) {
+      Predictor.used(load.prediction)
+      load.prediction = undefined
+      this.#stats.predictionsUsed++
+    }
+  }
+
+  #create (kind: KindState, id: string, userId: string, key: string, fresh: boolean, prediction: Follower | undefined): Load {
     const baseTags = kind.baseTags(id, userId)
     const load: Load = {
       key,
@@ -124,40 +233,75 @@ export class Loads {
       startSeq: this.#seq,
       startedAt: this.#host.now(),
       fencedAt: Infinity,
+      prediction,
       promise: undefined as unknown as Promise<unknown>
     }
     this.#stats.loads++
+    if (prediction !== undefined) this.#stats.predicted++
     this.#inflight.set(key, load)
     this.#running.add(load)
-    load.promise = this.#run(load, call).finally(() => {
-      if (this.#inflight.get(key) === load) this.#inflight.delete(key)
-      this.#running.delete(load)
-      this.#trimTagLog()
-    })
     return load
   }
 
+  #track (load: Load, ran: Promise<unknown>): void {
+    load.promise = ran.finally(() => {
+      if (this.#inflight.get(load.key) === load) this.#inflight.delete(load.key)
+      this.#running.delete(load)
+      this.#trimTagLog()
+    })
+  }
+
   async #run (load: Load, call: Call): Promise<unknown> {
-    const host = this.#host
-    const shared = host.shared
-    let fence: unknown
-    // An L2 hit keeps the expiry it was written with; a resolver answer gets a TTL here.
-    let sharedExpiresAt: number | undefined
-    let accepted: Accepted | undefined
-    if (shared !== undefined) {
-      const read = await shared.read(load.key, load.fresh)
-      fence = read.fence
-      if (read.record !== undefined && read.record.expiresAt > host.now()) {
-        // Checked like an answer, so callers get it frozen; a record that does not pass is a miss.
-        const record = host.accept(load.kind, read.record.value)
-        if (!(record instanceof Error)) {
-          accepted = record
-          sharedExpiresAt = read.record.expiresAt
-        }
+    const read = await this.#readShared(load)
+    return this.#finish(load, read.accepted ?? await this.#host.call(load, call), read)
+  }
+
+  /** The L2 reads of a batch, one call for the ids L2 did not answer, and each id finished on its own. */
+  async #runMany (loads: Load[], call: ManyCall): Promise<Array<PromiseSettledResult<unknown>>> {
+    const reads = await Promise.all(loads.map((load) => this.#readShared(load)))
+    const missing: Load[] = []
+    for (let i = 0; i < loads.length; i++) if (reads[i].accepted === undefined) missing.push(loads[i])
+    let answers: Array<Accepted | Error> = []
+    let failure: unknown
+    if (missing.length > 0) {
+      try {
+        answers = await this.#host.callMany(missing, call)
+      } catch (error) {
+        failure = error
       }
     }
+    let next = 0
+    return Promise.allSettled(loads.map(async (load, i) => {
+      const read = reads[i]
+      if (read.accepted !== undefined) return this.#finish(load, read.accepted, read)
+      if (failure !== undefined) throw failure
+      const answer = answers[next++]
+      if (answer instanceof Error) throw answer
+      return this.#finish(load, answer, read)
+    }))
+  }
+
+  /** What L2 holds for the load's key (checked like an answer), and the fence to write back with. */
+  async #readShared (load: Load): Promise<SharedAnswer> {
+    const shared = this.#host.shared
+    if (shared === undefined) return NO_SHARED_ANSWER
+    const read = await shared.read(load.key, load.fresh)
+    if (read.record !== undefined && read.record.expiresAt > this.#host.now()) {
+      // Checked like an answer, so callers get it frozen; a record that does not pass is a miss.
+      const record = this.#host.accept(load.kind, read.record.value)
+      if (!(record instanceof Error)) return { shared, fence: read.fence, accepted: record, expiresAt: read.record.expiresAt }
+    }
+    return { shared, fence: read.fence, accepted: undefined, expiresAt: undefined }
+  }
+
+  /** Stores an answer unless an invalidation fenced the load (L2 first, then L1), and answers its value. */
+  async #finish (load: Load, answer: Accepted, read: SharedAnswer): Promise<unknown> {
+    const host = this.#host
+    const { shared, fence } = read
+    // An L2 hit keeps the expiry it was written with; a resolver answer gets a TTL here.
+    const sharedExpiresAt = read.expiresAt
     // Every caller gets `value`, the frozen copy, whether it is then stored or not.
-    const { value, json } = accepted ?? await host.call(load, call)
+    const { value, json } = answer
     if (json === undefined) return value
     const tags = host.tagsOf(load.baseTags, value)
     // From here on, an invalidation of any of the answer's tags fences the load (fenceTouched reads `tags`).

@@ -6,7 +6,7 @@
  */
 import { FST_AUTHZ_RESOLVER_FAILED, FST_AUTHZ_RESOLVER_TIMEOUT } from '../errors.js'
 import { describe, isPlainObject } from '../options.js'
-import type { Decision } from '../types.js'
+import type { BatchResolver, Decision, Resolver } from '../types.js'
 import { deepFreeze } from './codec.js'
 import type { KindState, Validation } from './entry.js'
 import type { Stats } from './stats.js'
@@ -63,6 +63,73 @@ function asError (value: unknown, what: string): Error {
  * every failure (the observer: logging).
  */
 export async function callResolver (kind: KindState, timeoutMs: number, stats: Stats, call: (signal: AbortSignal) => unknown, failed: (error: Error) => void): Promise<Accepted> {
+  const raw = await timedCall(kind, timeoutMs, stats, call, failed)
+  const accepted = validateAnswer(kind.validation, raw)
+  if (accepted instanceof Error) {
+    stats.loaderErrors++
+    failed(accepted)
+    throw new FST_AUTHZ_RESOLVER_FAILED(kind.name, { cause: accepted })
+  }
+  return accepted
+}
+
+/**
+ * Calls a batch resolver under `timeoutMs` (for the whole call) and accepts
+ * the answer of each id: what it answers for `ids[i]` is at index i, an
+ * Accepted or the FST_AUTHZ_RESOLVER_FAILED of that id alone. An id the
+ * answer leaves out is a denial. Rejects, failing every id, when the call
+ * throws, times out, or answers something that is not a Map or a plain object.
+ */
+export async function callBatchResolver (kind: KindState, ids: string[], timeoutMs: number, stats: Stats, call: (signal: AbortSignal) => unknown, failed: (error: Error) => void): Promise<Array<Accepted | Error>> {
+  stats.batches++
+  const raw = await timedCall(kind, timeoutMs, stats, call, failed)
+  const answers: Array<Accepted | Error> = new Array(ids.length)
+  let pick: (id: string) => unknown
+  try {
+    pick = batchReader(raw)
+  } catch (error) {
+    stats.loaderErrors++
+    failed(error as Error)
+    throw new FST_AUTHZ_RESOLVER_FAILED(kind.name, { cause: error })
+  }
+  for (let i = 0; i < ids.length; i++) {
+    let accepted: Accepted | Error
+    try {
+      accepted = validateAnswer(kind.validation, pick(ids[i]))
+    } catch (error) {
+      // A Map subclass or a Proxy whose reads throw.
+      accepted = new TypeError('reading the batch answer threw', { cause: error })
+    }
+    if (accepted instanceof Error) {
+      stats.loaderErrors++
+      failed(accepted)
+      answers[i] = new FST_AUTHZ_RESOLVER_FAILED(kind.name, { cause: accepted })
+    } else {
+      answers[i] = accepted
+    }
+  }
+  return answers
+}
+
+/**
+ * How to read one id's answer from a batch answer: a `Map`, or a plain
+ * object read by own properties only (an id such as `constructor` or
+ * `__proto__` is never found on a prototype). Throws a TypeError for
+ * anything else.
+ */
+function batchReader (raw: unknown): (id: string) => unknown {
+  if (raw instanceof Map) return (id) => raw.get(id)
+  if (isPlainObject(raw)) return (id) => Object.hasOwn(raw, id) ? raw[id] : undefined
+  throw new TypeError(`a batch resolver must answer a Map or a plain object of id -> Decision, got ${raw === undefined ? 'undefined' : typeof raw === 'function' ? 'a function' : describe(raw)}`)
+}
+
+/** The single-id resolver of a kind that has only `many`: a batch of one. */
+export function oneFromMany (many: BatchResolver): Resolver {
+  return async ({ kind, userId, id, signal }) => batchReader(await many({ kind, userId, ids: [id], signal }))(id) as Decision | null | undefined
+}
+
+/** The raw answer of one call under `timeoutMs`; a throw, a rejection or a timeout rejects with the 503 error, counted and reported. */
+async function timedCall (kind: KindState, timeoutMs: number, stats: Stats, call: (signal: AbortSignal) => unknown, failed: (error: Error) => void): Promise<unknown> {
   const controller = new AbortController()
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(reject, timeoutMs, TIMED_OUT) })
@@ -91,13 +158,7 @@ export async function callResolver (kind: KindState, timeoutMs: number, stats: S
     failed(asError(raw, 'the resolver threw'))
     throw new FST_AUTHZ_RESOLVER_FAILED(kind.name, { cause: raw })
   }
-  const accepted = validateAnswer(kind.validation, raw)
-  if (accepted instanceof Error) {
-    stats.loaderErrors++
-    failed(accepted)
-    throw new FST_AUTHZ_RESOLVER_FAILED(kind.name, { cause: accepted })
-  }
-  return accepted
+  return raw
 }
 
 /**

@@ -49,6 +49,12 @@ export class Stats {
   loaderErrors = 0
   /** Resolver answers later than `loaderTimeoutMs`. */
   loaderTimeouts = 0
+  /** Batch resolver calls. */
+  batches = 0
+  /** Predictive warming: decisions loaded because they were predicted, used by a check, left unused. */
+  predicted = 0
+  predictionsUsed = 0
+  predictionsWasted = 0
 
   readonly #samples = new Float64Array(ACCESS_SAMPLE_WINDOW)
   #sampleCount = 0
@@ -66,7 +72,7 @@ export class Stats {
   }
 
   /** The SPEC stats object. */
-  snapshot (kinds: Iterable<KindState>, entries: number, bytes: number, o: Readonly<ResolvedCacheOptions>, eviction: EvictionStats, redis: RedisStats | undefined): CacheStats {
+  snapshot (kinds: Iterable<KindState>, entries: number, bytes: number, o: Readonly<ResolvedCacheOptions>, eviction: EvictionStats, redis: RedisStats | undefined, warmingBytes: number): CacheStats {
     let hits = 0
     let misses = 0
     const byKind: CacheStats['byKind'] = {}
@@ -96,6 +102,8 @@ export class Stats {
       coalesced: this.coalesced,
       loaderErrors: this.loaderErrors,
       loaderTimeouts: this.loaderTimeouts,
+      batches: this.batches,
+      warming: { predicted: this.predicted, used: this.predictionsUsed, wasted: this.predictionsWasted, bytes: warmingBytes },
       byKind,
       eviction,
       performanceTargets: {

@@ -15,6 +15,7 @@ import { parseKey } from '../keys.js'
 import { Entry, type KindState, type RemovalReason } from './entry.js'
 import { ClockPolicy, TinyLfuPolicy, type EvictionPolicy, type EvictionPolicyName } from './eviction.js'
 import { ShardedMap, shardsFor } from './kind-index.js'
+import { Predictor, type Follower } from './predictor.js'
 import type { Stats } from './stats.js'
 
 /**
@@ -140,7 +141,7 @@ export class Store {
    * Stores an entry, replacing the key's previous one, and evicts what the
    * caps need first. An entry larger than the whole byte cap is not stored.
    */
-  insert (kind: KindState, id: string, userId: string, value: unknown, packed: Buffer | undefined, jsonBytes: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number, answeredSince = now, denied = false): void {
+  insert (kind: KindState, id: string, userId: string, value: unknown, packed: Buffer | undefined, jsonBytes: number, tags: readonly string[], now: number, ttlMs: number, refreshAt: number, answeredSince = now, denied = false, prediction?: Follower): void {
     const bytes = accountedBytes(jsonBytes, packed, id, userId, tags)
     const existing = kind.index.entry(id, userId)
     if (existing !== undefined) this.remove(existing, 'replace')
@@ -152,6 +153,7 @@ export class Store {
     }
     const entry = new Entry(kind, id, userId, value, packed, bytes, tags, answeredSince, now + ttlMs, refreshAt, denied)
     entry.hash = this.#policy.hashOf(kind, id, userId)
+    entry.prediction = prediction
     kind.index.add(entry)
     this.#policy.add(entry)
     if (kind.userTagged) {
@@ -199,16 +201,27 @@ export class Store {
     }
     this.#count--
     this.#bytes -= entry.bytes
+    if (entry.prediction !== undefined) this.#wasted(entry)
     if (reason === 'evict') this.#stats.evictions++
     else if (reason === 'expire') this.#stats.expirations++
     return true
+  }
+
+  /** A predicted entry leaves unused: counted, and its follower believed less. */
+  #wasted (entry: Entry): void {
+    this.#stats.predictionsWasted++
+    Predictor.wasted(entry.prediction as Follower)
+    entry.prediction = undefined
   }
 
   /** Drops every entry at once; answers how many there were. */
   clear (): number {
     const removed = this.#count
     for (const kind of this.#kinds) {
-      for (const entry of kind.index.entries()) entry.live = false
+      for (const entry of kind.index.entries()) {
+        entry.live = false
+        if (entry.prediction !== undefined) this.#wasted(entry)
+      }
       kind.index.clear()
     }
     this.#tags.clear()
