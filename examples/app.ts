@@ -13,7 +13,7 @@ import fastifyJwt from '@fastify/jwt'
 import authzCache, { type AuthzCacheOptions } from '../lib/index.js'
 import { ROLES, SEED_IDS, exampleUuid, openDatabase, type Database, type SeedIds } from './db.js'
 import { canonicalUserId, canonicalUuidBody, canonicalUuidParams } from './ids.js'
-import { createResolvers } from './resolvers.js'
+import { createResolvers, type ResolverOptions } from './resolvers.js'
 
 /** Signs the sample tokens unless `jwtSecret` is given. Development only: it is in the source. */
 export const DEV_JWT_SECRET = 'dev-only-secret-do-not-use-in-production-0123456789'
@@ -38,6 +38,12 @@ export interface ExampleAppOptions {
   latencyMs?: number
   /** The plugin's preset. Default 'development'. */
   preset?: 'development' | 'production'
+  /** Overrides the preset's `warmingEnabled` (predictive warming, refresh-ahead). */
+  warmingEnabled?: boolean
+  /** Batch resolvers (`many`) for generation and project (./resolvers.ts). Default true. */
+  batch?: boolean
+  /** Told of every backend query (./resolvers.ts `onCall`). */
+  onCall?: ResolverOptions['onCall']
 }
 
 export interface ExampleApp {
@@ -90,10 +96,11 @@ export async function buildExampleApp (opts: ExampleAppOptions = {}): Promise<Ex
     await app.register(fastifyJwt, { secret: opts.jwtSecret ?? DEV_JWT_SECRET, verify: { cache: true } })
     const authzOptions: AuthzCacheOptions = {
       preset: opts.preset ?? 'development',
-      resolvers: createResolvers(db, { latencyMs: opts.latencyMs }),
+      resolvers: createResolvers(db, { latencyMs: opts.latencyMs, batch: opts.batch, onCall: opts.onCall }),
       // The token's sub in canonical form (./ids.ts); a sub that is not a UUID is a 401.
       getUserId: canonicalUserId
     }
+    if (opts.warmingEnabled !== undefined) authzOptions.warmingEnabled = opts.warmingEnabled
     if (opts.redisUrl !== undefined && opts.redisUrl !== '') authzOptions.redis = { url: opts.redisUrl }
     // Invalidations from the database itself: the triggers of ./db.ts notify at commit, whoever wrote.
     authzOptions.postgres = db.feed
@@ -161,6 +168,30 @@ function routes (app: FastifyInstance, db: Database): void {
     if (rows.length === 0) return reply.code(404).send(notFound('no such project'))
     const generations = await db.query('SELECT id, status FROM generations WHERE project_id = $1 ORDER BY created_at, id', [id])
     return { id, name: rows[0].name, teamId: rows[0].team_id, access: decision.access, generations: generations.rows }
+  })
+
+  // A list page: the project check on the route, then one batch check for the page's generations
+  // (one `many` query for the misses, each id fenced on its own), keeping those the caller may read.
+  app.get<{ Params: ProjectParams, Querystring: { limit: number, offset: number } }>('/projects/:projectId/generations', {
+    config: { authz: { project: 'projectId', access: 'read' } },
+    schema: {
+      params: uuidParams('projectId'),
+      querystring: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          limit: { type: 'integer', minimum: 1, maximum: 100, default: 50 },
+          offset: { type: 'integer', minimum: 0, maximum: 100_000, default: 0 }
+        }
+      }
+    }
+  }, async (request) => {
+    const { limit, offset } = request.query
+    const { rows } = await db.query<{ id: string, status: string }>(
+      'SELECT id, status FROM generations WHERE project_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3',
+      [request.params.projectId, limit, offset])
+    const visible = new Set(await request.authz.filter('generation', rows.map((row) => row.id), { access: 'read' }))
+    return { projectId: request.params.projectId, generations: rows.filter((row) => visible.has(row.id)) }
   })
 
   app.put<{ Params: TeamParams, Body: Record<string, unknown> }>('/teams/:teamId/settings', {

@@ -4,33 +4,64 @@
  * every resolver call (default 120 ms, the cost of a check against a real
  * authorization service). Run by `npx authz-cache perf` / `npm run perf`.
  *
- * Workload: 5,000 users in 100 teams, 20,000 generations. Traffic comes in
- * page views: a view is a user (Zipf, s = 1.1, over all users) opening a
- * generation of their team (Zipf, s = 1.2, over the team's 200), and each
- * view makes 20-60 checked requests (media, frames, polling), one after the
- * other. `concurrency` views run at once. A seeded PRNG makes every run the
- * same workload. Every request is `GET /generations/:id` through
- * `app.inject` (JWT verification, the route's onRequest check, the handler).
+ * Workloads (a seeded PRNG makes every run the same traffic; every request
+ * goes through `app.inject`: JWT verification, the route's check, the
+ * handler):
+ * - `projects` (the default): 5,000 users in 100 teams, 3 projects a team,
+ *   20,000 generations. A session is a user (Zipf, s = 1.1) opening a
+ *   project of their team (Zipf, s = 1.0, so teammates share projects):
+ *   `GET /projects/:id`, then the project's list page
+ *   `GET /projects/:id/generations` (50 generations, one batch check), then
+ *   1-4 generations of the page (Zipf over the page), each with a burst of
+ *   20-60 requests (media, polling). Between pages a user thinks `thinkMs`.
+ * - `dashboard`: 2,000 users in 10 big teams, 5 projects a team, 10,000
+ *   generations. A session is a user opening their team's dashboard: the
+ *   first page (20) of every project of the team, one list request each,
+ *   then 1-3 generations of those pages with bursts as above.
+ * - `views` (the workload of earlier versions, kept to compare): a view is
+ *   a user (Zipf, s = 1.1) opening a generation of their team (Zipf,
+ *   s = 1.2, over the team's 200) with a burst of 20-60 requests, no
+ *   thinking.
+ * `concurrency` sessions run at once.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import { performance } from 'node:perf_hooks'
 import { buildExampleApp, notificationsApplied } from './app.js'
-import { seedMany } from './db.js'
-import { createResolvers } from './resolvers.js'
+import { seedMany, type BulkSeed } from './db.js'
+import { createResolvers, single } from './resolvers.js'
+
+export const WORKLOADS = ['projects', 'dashboard', 'views'] as const
+export type WorkloadName = typeof WORKLOADS[number]
 
 export interface PerfOptions {
   config: 'development' | 'production'
+  /** Requests to make. */
   iterations: number
   latencyMs: number
   concurrency: number
+  /** Default `projects`. */
+  workload?: WorkloadName
+  /** Pause between the pages of a session, in ms (not counted in any request's time). Default 300; the `views` workload does not think. */
+  thinkMs?: number
+  /** Predictive warming and refresh-ahead (`warmingEnabled`); default: the preset's. */
+  warming?: boolean
+  /** Batch resolvers (`many`) for generation and project; default true. */
+  batching?: boolean
 }
 
 export interface PerfResult {
+  /** Requests made. */
   checks: number
   failures: number
   averageMs: number
   p50Ms: number
   p99Ms: number
+  /** Decisions looked up (a list request looks up each of its generations). */
+  decisions: number
   hitRatePercent: number
+  /** Calls to the simulated backend (a batch query is one call). */
+  backendCalls: number
+  warming: { predicted: number, used: number, wasted: number }
   uncachedAverageMs: number
   reductionPercent: number
   cacheHitAverageMs: number
@@ -41,12 +72,120 @@ export interface PerfResult {
   meetsHitRate: boolean
 }
 
-const USERS = 5000
-const TEAMS = 100
-const GENERATIONS = 20_000
 const BURST_MIN = 20
 const BURST_MAX = 60
 const UNCACHED_SAMPLES = 16
+export const DEFAULT_THINK_MS = 300
+
+/** A page of a session: `requests` requests to `url`, as `user`. */
+export interface Page {
+  url: string
+  requests: number
+}
+
+export interface Workload {
+  describe: string
+  seed: { users: number, teams: number, generations: number, projectsPerTeam: number }
+  thinks: boolean
+  /** The next session: who, and the pages in order. */
+  session: (seed: BulkSeed, random: () => number) => { user: number, pages: Page[] }
+  /** A generation and user the workload would check (for the uncached measurement). */
+  sample: (seed: BulkSeed, random: () => number) => { user: number, generation: number }
+}
+
+const burst = (random: () => number): number => BURST_MIN + Math.floor(random() * (BURST_MAX - BURST_MIN + 1))
+
+/**
+ * The first page (`size`) of project `p`'s list, as `GET /projects/:id/generations`
+ * orders it (newest first, then by id: seedMany writes every row at one
+ * `created_at`, so by id). Generation `j` is in project `j % projects`.
+ */
+function pageOf (seed: BulkSeed, project: number, size: number): number[] {
+  const all: Array<{ j: number, id: string }> = []
+  for (let j = project; j < seed.generations; j += seed.projects) all.push({ j, id: seed.generationId(j) })
+  all.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+  return all.slice(0, size).map((g) => g.j)
+}
+
+export function workloadOf (name: WorkloadName): Workload {
+  if (name === 'views') {
+    let pickUser: (() => number) | undefined
+    let pickGeneration: (() => number) | undefined
+    const pickers = (seed: BulkSeed, random: () => number): [() => number, () => number] => {
+      pickUser ??= zipf(seed.users, 1.1, random)
+      pickGeneration ??= zipf(Math.floor(seed.generations / seed.teams), 1.2, random)
+      return [pickUser, pickGeneration]
+    }
+    const pick = (seed: BulkSeed, random: () => number): { user: number, generation: number } => {
+      const [user, generation] = pickers(seed, random)
+      const u = user()
+      // Generation j is in team j % teams (seedMany's layout): the user's team's k-th generation.
+      return { user: u, generation: seed.teamOfUser(u) + seed.teams * generation() }
+    }
+    return {
+      describe: 'views of 20-60 requests to one generation, Zipf users (s=1.1) and generations (s=1.2)',
+      seed: { users: 5000, teams: 100, generations: 20_000, projectsPerTeam: 3 },
+      thinks: false,
+      session: (seed, random) => {
+        const { user, generation } = pick(seed, random)
+        return { user, pages: [{ url: `/generations/${seed.generationId(generation)}`, requests: burst(random) }] }
+      },
+      sample: pick
+    }
+  }
+  if (name === 'projects') {
+    let pickUser: (() => number) | undefined
+    let pickProject: (() => number) | undefined
+    return {
+      describe: 'sessions: a project, its list page (50), then 1-4 of its generations with 20-60 requests each; Zipf users (s=1.1), projects of the team (s=1.0)',
+      seed: { users: 5000, teams: 100, generations: 20_000, projectsPerTeam: 3 },
+      thinks: true,
+      session: (seed, random) => {
+        pickUser ??= zipf(seed.users, 1.1, random)
+        pickProject ??= zipf(seed.projects / seed.teams, 1.0, random)
+        const user = pickUser()
+        // Project p is in team p % teams.
+        const project = seed.teamOfUser(user) + seed.teams * pickProject()
+        const page = pageOf(seed, project, 50)
+        const opens = 1 + Math.floor(random() * 4)
+        const pickOpen = zipf(page.length, 1.0, random)
+        const projectId = seed.projectId(project)
+        const pages: Page[] = [{ url: `/projects/${projectId}`, requests: 1 }, { url: `/projects/${projectId}/generations`, requests: 1 }]
+        for (let i = 0; i < opens; i++) pages.push({ url: `/generations/${seed.generationId(page[pickOpen()])}`, requests: burst(random) })
+        return { user, pages }
+      },
+      sample: (seed, random) => {
+        const user = Math.floor(random() * seed.users)
+        const project = seed.teamOfUser(user) + seed.teams * Math.floor(random() * (seed.projects / seed.teams))
+        return { user, generation: pageOf(seed, project, 50)[0] }
+      }
+    }
+  }
+  let pickUser: (() => number) | undefined
+  return {
+    describe: 'team dashboards: the first page (20) of each of the team\'s 5 projects, then 1-3 of those generations with 20-60 requests each; 10 teams of 200 users, Zipf users (s=1.1)',
+    seed: { users: 2000, teams: 10, generations: 10_000, projectsPerTeam: 5 },
+    thinks: true,
+    session: (seed, random) => {
+      pickUser ??= zipf(seed.users, 1.1, random)
+      const user = pickUser()
+      const team = seed.teamOfUser(user)
+      const pages: Page[] = []
+      const shown: number[] = []
+      for (let p = team; p < seed.projects; p += seed.teams) {
+        pages.push({ url: `/projects/${seed.projectId(p)}/generations?limit=20`, requests: 1 })
+        shown.push(...pageOf(seed, p, 20))
+      }
+      const opens = 1 + Math.floor(random() * 3)
+      for (let i = 0; i < opens; i++) pages.push({ url: `/generations/${seed.generationId(shown[Math.floor(random() * shown.length)])}`, requests: burst(random) })
+      return { user, pages }
+    },
+    sample: (seed, random) => {
+      const user = Math.floor(random() * seed.users)
+      return { user, generation: pageOf(seed, seed.teamOfUser(user), 20)[0] }
+    }
+  }
+}
 
 /** mulberry32: a small seeded PRNG, so every run replays the same workload. */
 function prng (seed: number): () => number {
@@ -93,7 +232,8 @@ export async function runPerf (options: PerfOptions, out: (line: string) => void
   const result = await measure(options, out)
   out(`${mark(result.meetsAccessTime)} Average response time: ${ms(result.averageMs)} ms per check (target <= ${result.targetAccessTimeMs} ms)`)
   out(`${mark(result.meetsHitRate)} Cache hit rate: ${result.hitRatePercent.toFixed(2)}% (target >= ${result.targetHitRatePercent}%)`)
-  out(`   per check: p50 ${ms(result.p50Ms)} ms, p99 ${ms(result.p99Ms)} ms; ${result.failures} of ${result.checks} checks did not answer 200`)
+  out(`   per check (one request): p50 ${ms(result.p50Ms)} ms, p99 ${ms(result.p99Ms)} ms; ${result.failures} of ${result.checks} checks did not answer 200`)
+  out(`   decisions looked up: ${result.decisions}; backend calls: ${result.backendCalls}; predictive warming: ${result.warming.predicted} predicted, ${result.warming.used} used, ${result.warming.wasted} wasted`)
   out(`   cache hit path (the plugin's sampled stats): ${ms(result.cacheHitAverageMs)} ms average, ${ms(result.cacheHitP99Ms)} ms p99`)
   out(`   uncached check (SIMULATED ${options.latencyMs} ms backend + SQL): ${ms(result.uncachedAverageMs)} ms -> ${result.reductionPercent.toFixed(2)}% less time per check with the cache (${(result.uncachedAverageMs / Math.max(result.averageMs, 1e-9)).toFixed(1)}x faster)`)
   const ok = result.meetsAccessTime && result.meetsHitRate && result.failures === 0
@@ -103,18 +243,27 @@ export async function runPerf (options: PerfOptions, out: (line: string) => void
 
 /** The measurement alone (for tests and benchmarks). */
 export async function measure (options: PerfOptions, out: (line: string) => void = () => {}): Promise<PerfResult> {
-  const { app, db } = await buildExampleApp({ preset: options.config, latencyMs: options.latencyMs })
+  const workloadName = options.workload ?? 'projects'
+  const workload = workloadOf(workloadName)
+  const thinkMs = workload.thinks ? options.thinkMs ?? DEFAULT_THINK_MS : 0
+  let backendCalls = 0
+  const { app, db } = await buildExampleApp({
+    preset: options.config,
+    latencyMs: options.latencyMs,
+    batch: options.batching ?? true,
+    warmingEnabled: options.warming,
+    onCall: () => { backendCalls++ }
+  })
   try {
-    const seed = await seedMany(db, { users: USERS, teams: TEAMS, generations: GENERATIONS, projectsPerTeam: 3 })
+    const seed = await seedMany(db, workload.seed)
     // The seed's rows notified the cache (./db.ts triggers): those invalidations land before the clock starts.
     await notificationsApplied(app, db)
-    out(`fastify-authz-cache perf: preset ${options.config}, ${options.iterations} checks, ${options.concurrency} concurrent views, SIMULATED backend latency ${options.latencyMs} ms`)
-    out(`   workload: ${USERS} users, ${TEAMS} teams, ${GENERATIONS} generations; views of ${BURST_MIN}-${BURST_MAX} requests, Zipf users (s=1.1) and generations (s=1.2); database ${db.label}`)
+    const warming = app.authz.options.warmingEnabled
+    out(`fastify-authz-cache perf: preset ${options.config}, ${options.iterations} checks, ${options.concurrency} concurrent sessions, SIMULATED backend latency ${options.latencyMs} ms`)
+    out(`   workload ${workloadName}: ${seed.users} users, ${seed.teams} teams, ${seed.projects} projects, ${seed.generations} generations; ${workload.describe}${thinkMs > 0 ? `; ${thinkMs} ms thinking between pages` : ''}; batching ${options.batching ?? true ? 'on' : 'off'}, predictive warming ${warming ? 'on' : 'off'}; database ${db.label}`)
+    backendCalls = 0
 
     const random = prng(0x5eed)
-    const pickUser = zipf(seed.users, 1.1, random)
-    const perTeam = Math.floor(seed.generations / seed.teams)
-    const pickGeneration = zipf(perTeam, 1.2, random)
     const tokens = new Map<number, string>()
     const tokenOf = (user: number): string => {
       let token = tokens.get(user)
@@ -125,44 +274,45 @@ export async function measure (options: PerfOptions, out: (line: string) => void
       return token
     }
 
+    const before = app.authz.getStats()
     const durations = new Float64Array(options.iterations)
     let issued = 0
     let failures = 0
     const worker = async (): Promise<void> => {
       while (issued < options.iterations) {
-        const user = pickUser()
-        // Generation j is in team j % teams (seedMany's layout): the user's team's k-th generation.
-        const generation = seed.teamOfUser(user) + seed.teams * pickGeneration()
-        const url = `/generations/${seed.generationId(generation)}`
+        const { user, pages } = workload.session(seed, random)
         const headers = { authorization: tokenOf(user) }
-        const burst = BURST_MIN + Math.floor(random() * (BURST_MAX - BURST_MIN + 1))
-        for (let i = 0; i < burst && issued < options.iterations; i++) {
-          const slot = issued++
-          const start = performance.now()
-          const res = await app.inject({ method: 'GET', url, headers })
-          durations[slot] = performance.now() - start
-          if (res.statusCode !== 200) failures++
+        for (let p = 0; p < pages.length && issued < options.iterations; p++) {
+          if (p > 0 && thinkMs > 0) await sleep(thinkMs)
+          for (let i = 0; i < pages[p].requests && issued < options.iterations; i++) {
+            const slot = issued++
+            const start = performance.now()
+            const res = await app.inject({ method: 'GET', url: pages[p].url, headers })
+            durations[slot] = performance.now() - start
+            if (res.statusCode !== 200) failures++
+          }
         }
       }
     }
     await Promise.all(Array.from({ length: options.concurrency }, worker))
 
     const stats = app.authz.getStats()
-    const misses = stats.byKind.generation?.misses ?? 0
+    const calls = backendCalls
+    const hits = stats.hits - before.hits
+    const misses = stats.misses - before.misses
     const sorted = durations.slice().sort()
     let sum = 0
     for (const d of durations) sum += d
     const averageMs = sum / options.iterations
-    const hitRatePercent = (1 - misses / options.iterations) * 100
+    const hitRatePercent = hits + misses === 0 ? 0 : hits / (hits + misses) * 100
 
     // The uncached path: the same resolver, called directly.
-    const resolvers = createResolvers(db, { latencyMs: options.latencyMs })
+    const generation = single(createResolvers(db, { latencyMs: options.latencyMs }).generation)
     let uncached = 0
     for (let i = 0; i < UNCACHED_SAMPLES; i++) {
-      const user = pickUser()
-      const generation = seed.teamOfUser(user) + seed.teams * pickGeneration()
+      const pick = workload.sample(seed, random)
       const start = performance.now()
-      await resolvers.generation({ kind: 'generation', userId: seed.userId(user), id: seed.generationId(generation), signal: new AbortController().signal })
+      await generation({ kind: 'generation', userId: seed.userId(pick.user), id: seed.generationId(pick.generation), signal: new AbortController().signal })
       uncached += performance.now() - start
     }
     const uncachedAverageMs = uncached / UNCACHED_SAMPLES
@@ -174,7 +324,10 @@ export async function measure (options: PerfOptions, out: (line: string) => void
       averageMs,
       p50Ms: quantile(sorted, 0.5),
       p99Ms: quantile(sorted, 0.99),
+      decisions: hits + misses,
       hitRatePercent,
+      backendCalls: calls,
+      warming: { predicted: stats.warming.predicted, used: stats.warming.used, wasted: stats.warming.wasted },
       uncachedAverageMs,
       reductionPercent: (1 - averageMs / uncachedAverageMs) * 100,
       cacheHitAverageMs: stats.averageAccessTimeMs,

@@ -22,6 +22,9 @@ export { prometheusText } from './admin.js'
 export * as errors from './errors.js'
 export type { AuthzCheck, AuthzIdSource, AuthzKinds, AuthzRequestCheck, AuthzRequirementFields, AuthzRouteConfig } from './check-types.js'
 export type {
+  BatchAnswer,
+  BatchResolver,
+  BatchResolverContext,
   CacheLookup,
   CacheStats,
   Decision,
@@ -33,7 +36,10 @@ export type {
   Requirement,
   Resolver,
   ResolverContext,
-  WarmEntry
+  ResolverPair,
+  ResolverSpec,
+  WarmEntry,
+  WarmingStats
 } from './types.js'
 
 /** Options of `app.register(authzCache, options)`. */

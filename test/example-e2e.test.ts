@@ -7,9 +7,10 @@ import { createHmac } from 'node:crypto'
 import { test, type Test } from 'tap'
 import { buildExampleApp, DEV_JWT_SECRET, notificationsApplied, type ExampleApp, type ExampleAppOptions } from '../examples/app.js'
 import { exampleUuid, openDatabase, seedMany } from '../examples/db.js'
-import { createResolvers } from '../examples/resolvers.js'
+import { createResolvers, single } from '../examples/resolvers.js'
 import { eventually } from './redis-helpers.js'
 import { findPostgres } from './pg-helpers.js'
+import type { BatchResolver, Decision, ResolverPair } from '../lib/index.js'
 
 interface Reply { status: number, body: any, text: string, type: string }
 type Http = (method: string, path: string, options?: { token?: string, body?: unknown, accept?: string }) => Promise<Reply>
@@ -422,7 +423,7 @@ test('seedMany bulk data answers the rules it documents; simulated latency honor
   const seen = new Set<string>()
   for (let i = 0; i < 40; i += 3) {
     for (let j = 0; j < 1200; j += 97) {
-      const decision = await resolvers.generation({ kind: 'generation', userId: bulk.userId(i), id: bulk.generationId(j), signal })
+      const decision = await single(resolvers.generation)({ kind: 'generation', userId: bulk.userId(i), id: bulk.generationId(j), signal })
       const expected = bulk.access(i, j)
       seen.add(expected.join('+'))
       const actual = decision === null || decision === undefined ? [] : decision.access
@@ -430,18 +431,26 @@ test('seedMany bulk data answers the rules it documents; simulated latency honor
     }
   }
   t.same(wrong, [], 'SQL and access(i, j) agree on 14 x 13 pairs')
+  // The batch form answers what the single form does, one query for every id; ids without access are left out.
+  const many = (resolvers.generation as ResolverPair).many as BatchResolver
+  for (const i of [0, 4, 9]) {
+    const ids = Array.from({ length: 30 }, (_, k) => bulk.generationId(k * 41))
+    const answer = await many({ kind: 'generation', userId: bulk.userId(i), ids, signal }) as Map<string, Decision>
+    const batchWrong = ids.filter((id, k) => JSON.stringify(answer.get(id)?.access ?? []) !== JSON.stringify(bulk.access(i, k * 41)))
+    t.same(batchWrong, [], `user ${i}: the batch answer agrees with access(i, j) on 30 ids`)
+  }
   t.same([...seen].sort(), ['', 'read', 'read+write'], 'the sample covers denials, readers and writers')
   // Only canonical ids are asked about: an alias of a granted generation gets no grant to cache (fail closed).
   const j = 10 // its id ends in 'a'
   const reader = { kind: 'generation', userId: bulk.userId(bulk.teamOfProject(bulk.projectOfGeneration(j))), signal }
-  t.equal((await resolvers.generation({ ...reader, id: bulk.generationId(j) }))?.granted, true)
-  t.equal(await resolvers.generation({ ...reader, id: bulk.generationId(j).toUpperCase() }), null, 'an uppercase alias is refused')
-  const team = await resolvers.team({ kind: 'team', userId: bulk.userId(5), id: bulk.teamId(bulk.teamOfUser(5)), signal })
+  t.equal((await single(resolvers.generation)({ ...reader, id: bulk.generationId(j) }))?.granted, true)
+  t.equal(await single(resolvers.generation)({ ...reader, id: bulk.generationId(j).toUpperCase() }), null, 'an uppercase alias is refused')
+  const team = await single(resolvers.team)({ kind: 'team', userId: bulk.userId(5), id: bulk.teamId(bulk.teamOfUser(5)), signal })
   t.same(team, { granted: true, role: bulk.roleOfUser(5) })
 
   const slow = createResolvers(db, { latencyMs: 60_000 })
   const controller = new AbortController()
-  const pending = slow.profile({ kind: 'profile', userId: bulk.userId(0), id: bulk.userId(0), signal: controller.signal })
+  const pending = single(slow.profile)({ kind: 'profile', userId: bulk.userId(0), id: bulk.userId(0), signal: controller.signal })
   controller.abort()
   await t.rejects(Promise.resolve(pending), { name: 'AbortError' }, 'a timed-out load stops waiting')
   t.throws(() => createResolvers(db, { latencyMs: -1 }), TypeError)

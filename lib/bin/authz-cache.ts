@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * `npx authz-cache perf [--config development|production] [--iterations N]
- *   [--latency-ms N] [--concurrency N]`
+ *   [--latency-ms N] [--concurrency N] [--workload projects|dashboard|views]
+ *   [--think-ms N] [--warming on|off] [--batching on|off]`
  *
  * Runs the seed's performance test through the real plugin and the example
  * service's resolvers (embedded PGlite, simulated backend latency) and
@@ -17,15 +18,23 @@ export interface PerfArgs {
   iterations: number
   latencyMs: number
   concurrency: number
+  workload?: 'projects' | 'dashboard' | 'views'
+  thinkMs?: number
+  warming?: boolean
+  batching?: boolean
 }
 
-const USAGE = 'usage: authz-cache perf [--config development|production] [--iterations N] [--latency-ms N] [--concurrency N]'
+const USAGE = 'usage: authz-cache perf [--config development|production] [--iterations N] [--latency-ms N] [--concurrency N] [--workload projects|dashboard|views] [--think-ms N] [--warming on|off] [--batching on|off]'
 
 /** Parses the command line; throws an Error naming the bad argument. */
 export function parseArgs (argv: string[]): PerfArgs {
   const [command, ...rest] = argv
   if (command !== 'perf') throw new Error(command === undefined ? 'missing command' : `unknown command ${JSON.stringify(command)}`)
   const args: PerfArgs = { config: 'production', iterations: 20_000, latencyMs: 120, concurrency: 16 }
+  const onOff = (name: string, value: string): boolean => {
+    if (value !== 'on' && value !== 'off') throw new Error(`${name} must be on or off, got ${JSON.stringify(value)}`)
+    return value === 'on'
+  }
   for (let i = 0; i < rest.length; i++) {
     const [flag, inline] = rest[i].split('=', 2)
     const value = inline ?? rest[++i]
@@ -43,6 +52,13 @@ export function parseArgs (argv: string[]): PerfArgs {
       case '--iterations': args.iterations = int('--iterations', 1, 10_000_000); break
       case '--latency-ms': args.latencyMs = int('--latency-ms', 0, 60_000); break
       case '--concurrency': args.concurrency = int('--concurrency', 1, 1000); break
+      case '--workload':
+        if (value !== 'projects' && value !== 'dashboard' && value !== 'views') throw new Error(`--workload must be projects, dashboard or views, got ${JSON.stringify(value)}`)
+        args.workload = value
+        break
+      case '--think-ms': args.thinkMs = int('--think-ms', 0, 60_000); break
+      case '--warming': args.warming = onOff('--warming', value); break
+      case '--batching': args.batching = onOff('--batching', value); break
       default: throw new Error(`unknown option ${JSON.stringify(flag)}`)
     }
   }

@@ -37,8 +37,8 @@ const MB = 1024 * 1024
 
 /** Batch checks of a kind without `many` fan out to `one`, this many calls at a time. */
 export const FAN_OUT_CONCURRENCY = 8
-/** Predictions after one miss: at most this many decisions, in one `many` call per kind. */
-export const PREDICTIONS_PER_MISS = 64
+/** Predictions after one miss: at most this many decisions, in one `many` call per kind and `maxBatchSize` ids. */
+export const PREDICTIONS_PER_MISS = 128
 /** Predictions after one miss of a kind without `many`: at most this many single calls. */
 export const PREDICTIONS_PER_MISS_WITHOUT_MANY = 4
 /** The smallest predictor budget worth keeping (`maxSizeMb` of 8 and more): below it, predictive warming is off. */
@@ -69,6 +69,8 @@ export class Engine {
   readonly #sketch: FrequencySketch | undefined
   /** Predictive warming's table (with `warmingEnabled`). */
   readonly #predictor: Predictor | undefined
+  /** True while a batch check looks up its ids. */
+  #inBatch = false
 
   readonly #now: () => number
   readonly #random: () => number
@@ -246,11 +248,17 @@ export class Engine {
     for (let i = 0; i < ids.length; i++) this.checkId(`${state.name} id`, ids[i])
     const found = new Map<string, unknown>()
     const missing: string[] = []
-    for (const id of ids) {
-      if (found.has(id)) continue
-      const hit = this.lookup(state, id, userId)
-      found.set(id, hit)
-      if (hit === undefined) missing.push(id)
+    // A batch's hits on predicted entries do not move the user's place in the predictor (see #predictionUsed).
+    this.#inBatch = true
+    try {
+      for (const id of ids) {
+        if (found.has(id)) continue
+        const hit = this.lookup(state, id, userId)
+        found.set(id, hit)
+        if (hit === undefined) missing.push(id)
+      }
+    } finally {
+      this.#inBatch = false
     }
     if (missing.length > 0) {
       const values = await this.loadMany(state, userId, missing)
@@ -300,8 +308,11 @@ export class Engine {
    * like any load; what is cached or loading already is skipped. Failures
    * are counted, never thrown.
    */
-  #predict (state: KindState, id: string, userId: string): void {
-    const followers = (this.#predictor as Predictor).missed(state, id, userId, this.#now(), false, PREDICTIONS_PER_MISS)
+  #predict (state: KindState, id: string, userId: string, learn = true): void {
+    const predictor = this.#predictor as Predictor
+    const followers = learn
+      ? predictor.missed(state, id, userId, this.#now(), false, PREDICTIONS_PER_MISS)
+      : predictor.followersOf(state, id, PREDICTIONS_PER_MISS)
     if (followers.length === 0 || this.#closed) return
     let batch: Array<{ id: string, key: string, prediction: Follower }> | undefined
     let batchKind: KindState | undefined
@@ -338,11 +349,16 @@ export class Engine {
     }
   }
 
-  /** The first hit on a predicted entry: the prediction was used. */
+  /**
+   * The first hit on a predicted entry: the prediction was used. Outside a
+   * batch check, what follows this entry is predicted in turn (a chain of
+   * pages costs one miss, not one a page); nothing is learned from a hit.
+   */
   #predictionUsed (entry: Entry): void {
     Predictor.used(entry.prediction as Follower)
     entry.prediction = undefined
     this.#stats.predictionsUsed++
+    if (!this.#inBatch && entry.kind.resolver !== undefined) this.#predict(entry.kind, entry.id, entry.userId, false)
   }
 
   #failed (load: Load, error: Error, batch = 1): void {

@@ -45,10 +45,10 @@ interface Recent {
 
 /** A miss by the same user this long after another follows it. */
 export const FOLLOW_WINDOW_MS = 30_000
-/** Followers kept per source: a list page (50) and a few more. */
-export const MAX_FOLLOWERS = 64
+/** Followers kept per source: two list pages (50) and their projects, or a dashboard's five pages of 20. */
+export const MAX_FOLLOWERS = 128
 /** Sightings before a follower is predicted. */
-export const MIN_COUNT = 2
+export const MIN_COUNT = 1
 /** Counts saturate here, so that a long-useful follower still falls within a few wasted predictions once it stops being useful. */
 export const MAX_FOLLOWER_COUNT = 64
 /** Share of `maxSizeMb` the table may take, at most `MAX_BUDGET_BYTES`. */
@@ -121,6 +121,20 @@ export class Predictor {
       this.#recent.set(userId, recent)
     }
     this.#trimUsers()
+    return this.followers(key, limit)
+  }
+
+  /**
+   * What followed (kind, id) for earlier users, strongest first, at most
+   * `limit`, without learning anything (a predicted entry's first use:
+   * the user's source stays the last miss, so what misses next is learned
+   * as following that miss, and the next user gets it predicted at once).
+   */
+  followersOf (kind: KindState, id: string, limit: number): Follower[] {
+    return this.followers(addressKey(kind, id), limit)
+  }
+
+  private followers (key: string, limit: number): Follower[] {
     const source = this.#sources.get(key)
     if (source === undefined) return NONE
     this.#touch(source)
