@@ -30,8 +30,8 @@ export interface ResolverOptions {
    * checks then fan out), for comparisons.
    */
   batch?: boolean
-  /** Told of every backend call (one query), with how many ids it answered: perf counts backend calls with it. */
-  onCall?: (kind: ExampleKind, ids: number) => void
+  /** Told of every backend call (one query) and the ids it is asked about: perf counts backend calls with it. */
+  onCall?: (kind: ExampleKind, ids: readonly string[]) => void
 }
 
 export type ExampleKind = 'generation' | 'project' | 'team' | 'profile'
@@ -83,7 +83,7 @@ export function createResolvers (db: Database, options: ResolverOptions = {}): R
    * forgets to make its ids canonical (./ids.ts) fails closed, not open.
    */
   async function run<R> (kind: ExampleKind, signal: AbortSignal, sql: string, ids: string[], userId: string): Promise<R[]> {
-    onCall?.(kind, ids.length)
+    onCall?.(kind, ids)
     if (latencyMs > 0) await sleep(latencyMs, undefined, { signal }) // simulated backend latency
     const canonical = ids.filter(isCanonicalUuid)
     if (canonical.length === 0 || !isCanonicalUuid(userId)) return []

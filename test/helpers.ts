@@ -63,9 +63,9 @@ export function seededRandom (seed: number): () => number {
   }
 }
 
-/** The accounted bytes of the entries alone: `totalSizeMb` also counts the TinyLFU sketch (rounded to the byte). */
+/** The accounted bytes of the entries alone: `totalSizeMb` also counts the TinyLFU sketch and the predictor's tables (rounded to the byte). */
 export function entryBytes (stats: CacheStats): number {
-  return Math.round(stats.totalSizeMb * MB - stats.eviction.sketchBytes)
+  return Math.round(stats.totalSizeMb * MB - stats.eviction.sketchBytes - stats.warming.bytes)
 }
 
 export const U1 = '3f2a9c1e-7b4d-4e8a-9c2f-1a2b3c4d5e6f'

@@ -2,7 +2,7 @@
 /**
  * `npx authz-cache perf [--config development|production] [--iterations N]
  *   [--latency-ms N] [--concurrency N] [--workload projects|dashboard|views]
- *   [--think-ms N] [--warming on|off] [--batching on|off]`
+ *   [--think-ms N] [--warming on|off] [--batching on|off] [--warmup N]`
  *
  * Runs the seed's performance test through the real plugin and the example
  * service's resolvers (embedded PGlite, simulated backend latency) and
@@ -22,9 +22,10 @@ export interface PerfArgs {
   thinkMs?: number
   warming?: boolean
   batching?: boolean
+  warmup?: number
 }
 
-const USAGE = 'usage: authz-cache perf [--config development|production] [--iterations N] [--latency-ms N] [--concurrency N] [--workload projects|dashboard|views] [--think-ms N] [--warming on|off] [--batching on|off]'
+const USAGE = 'usage: authz-cache perf [--config development|production] [--iterations N] [--latency-ms N] [--concurrency N] [--workload projects|dashboard|views] [--think-ms N] [--warming on|off] [--batching on|off] [--warmup N]'
 
 /** Parses the command line; throws an Error naming the bad argument. */
 export function parseArgs (argv: string[]): PerfArgs {
@@ -59,6 +60,7 @@ export function parseArgs (argv: string[]): PerfArgs {
       case '--think-ms': args.thinkMs = int('--think-ms', 0, 60_000); break
       case '--warming': args.warming = onOff('--warming', value); break
       case '--batching': args.batching = onOff('--batching', value); break
+      case '--warmup': args.warmup = int('--warmup', 0, 10_000_000); break
       default: throw new Error(`unknown option ${JSON.stringify(flag)}`)
     }
   }
