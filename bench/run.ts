@@ -6,8 +6,9 @@
  *
  * Sections, in run order and in BENCHMARKS.md order: engine, memory,
  * eviction, sweep, hit-ratio (the L1 engine in process, and in child
- * processes or worker threads for memory and eviction), then http and redis
- * (servers and Redis around it).
+ * processes or worker threads for memory and eviction), warming (the example
+ * service under the perf workloads), then http and redis (servers and Redis
+ * around it).
  *
  *   npm run bench                                  # all, then BENCHMARKS.md
  *   npm run bench -- engine memory eviction sweep  # some; BENCHMARKS.md keeps the others' last section
@@ -21,6 +22,7 @@ import * as memory from './memory.js'
 import * as eviction from './eviction.js'
 import * as sweep from './sweep.js'
 import * as hitRatio from './hit-ratio.js'
+import * as warming from './warming.js'
 import * as http from './http.js'
 import * as redis from './redis.js'
 import { targetsTable } from './support/format.js'
@@ -85,6 +87,12 @@ const hitRatioSection = markdownSection(hitRatio, {
   rerun: 'npm run build && node dist/bench/hit-ratio.js [--requests 4000000] [--only zipf-0.8,scan,...] [--denials 100000]'
 }, 'seeded traces through the engine, lru-cache and Belady')
 
+const warmingSection = markdownSection(warming, {
+  name: 'warming',
+  title: 'Batch checks and predictive warming: the perf workloads, batching and warming off and on, and a cold list',
+  rerun: 'npm run build && node dist/bench/warming.js [--requests 20000] [--warmup 20000] [--only projects,dashboard,scroll,views,cold-list]'
+}, 'the example service under the perf workloads, four configurations each')
+
 async function httpSection (): Promise<Section> {
   log('HTTP benchmark (autocannon, server in a child process)...')
   const result = await http.run({ log })
@@ -119,6 +127,7 @@ const RUNNERS: Record<string, () => Promise<Section>> = {
   eviction: evictionSection,
   sweep: sweepSection,
   'hit-ratio': hitRatioSection,
+  warming: warmingSection,
   http: httpSection,
   redis: redisSection
 }

@@ -18,6 +18,10 @@
  *   generations. A session is a user opening their team's dashboard: the
  *   first page (20) of every project of the team, one list request each,
  *   then 1-3 generations of those pages with bursts as above.
+ * - `scroll`: 3,000 users in 60 teams, 4 projects a team, 24,000
+ *   generations. A session is a user (Zipf, s = 0.9) scrolling one project
+ *   of their team (uniform): pages of 24 at offsets 0, 24, 48, ... (2-5
+ *   pages), opening 0-2 generations of each page with bursts as above.
  * - `views` (the workload of earlier versions, kept to compare): a view is
  *   a user (Zipf, s = 1.1) opening a generation of their team (Zipf,
  *   s = 1.2, over the team's 200) with a burst of 20-60 requests, no
@@ -30,7 +34,7 @@ import { buildExampleApp, notificationsApplied } from './app.js'
 import { seedMany, type BulkSeed } from './db.js'
 import { createResolvers, single } from './resolvers.js'
 
-export const WORKLOADS = ['projects', 'dashboard', 'views'] as const
+export const WORKLOADS = ['projects', 'dashboard', 'scroll', 'views'] as const
 export type WorkloadName = typeof WORKLOADS[number]
 
 export interface PerfOptions {
@@ -112,11 +116,11 @@ const burst = (random: () => number): number => BURST_MIN + Math.floor(random() 
  * orders it (newest first, then by id: seedMany writes every row at one
  * `created_at`, so by id). Generation `j` is in project `j % projects`.
  */
-function pageOf (seed: BulkSeed, project: number, size: number): number[] {
+function pageOf (seed: BulkSeed, project: number, size: number, offset = 0): number[] {
   const all: Array<{ j: number, id: string }> = []
   for (let j = project; j < seed.generations; j += seed.projects) all.push({ j, id: seed.generationId(j) })
   all.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
-  return all.slice(0, size).map((g) => g.j)
+  return all.slice(offset, offset + size).map((g) => g.j)
 }
 
 export function workloadOf (name: WorkloadName): Workload {
@@ -170,6 +174,33 @@ export function workloadOf (name: WorkloadName): Workload {
         const user = Math.floor(random() * seed.users)
         const project = seed.teamOfUser(user) + seed.teams * Math.floor(random() * (seed.projects / seed.teams))
         return { user, generation: pageOf(seed, project, 50)[0] }
+      }
+    }
+  }
+  if (name === 'scroll') {
+    let pickUser: (() => number) | undefined
+    return {
+      describe: 'scrolling: pages of 24 of one project (2-5 pages), 0-2 generations opened a page with 20-60 requests each; Zipf users (s=0.9), projects uniform',
+      seed: { users: 3000, teams: 60, generations: 24_000, projectsPerTeam: 4 },
+      thinks: true,
+      session: (seed, random) => {
+        pickUser ??= zipf(seed.users, 0.9, random)
+        const user = pickUser()
+        const project = seed.teamOfUser(user) + seed.teams * Math.floor(random() * (seed.projects / seed.teams))
+        const projectId = seed.projectId(project)
+        const pages: Page[] = []
+        const scrolled = 2 + Math.floor(random() * 4)
+        for (let k = 0; k < scrolled; k++) {
+          pages.push({ url: `/projects/${projectId}/generations?limit=24&offset=${k * 24}`, requests: 1 })
+          const page = pageOf(seed, project, 24, k * 24)
+          const opens = Math.floor(random() * 3)
+          for (let i = 0; i < opens && page.length > 0; i++) pages.push({ url: `/generations/${seed.generationId(page[Math.floor(random() * page.length)])}`, requests: burst(random) })
+        }
+        return { user, pages }
+      },
+      sample: (seed, random) => {
+        const user = Math.floor(random() * seed.users)
+        return { user, generation: pageOf(seed, seed.teamOfUser(user), 24)[0] }
       }
     }
   }

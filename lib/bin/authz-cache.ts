@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * `npx authz-cache perf [--config development|production] [--iterations N]
- *   [--latency-ms N] [--concurrency N] [--workload projects|dashboard|views]
+ *   [--latency-ms N] [--concurrency N] [--workload projects|dashboard|scroll|views]
  *   [--think-ms N] [--warming on|off] [--batching on|off] [--warmup N]`
  *
  * Runs the seed's performance test through the real plugin and the example
@@ -18,14 +18,14 @@ export interface PerfArgs {
   iterations: number
   latencyMs: number
   concurrency: number
-  workload?: 'projects' | 'dashboard' | 'views'
+  workload?: 'projects' | 'dashboard' | 'scroll' | 'views'
   thinkMs?: number
   warming?: boolean
   batching?: boolean
   warmup?: number
 }
 
-const USAGE = 'usage: authz-cache perf [--config development|production] [--iterations N] [--latency-ms N] [--concurrency N] [--workload projects|dashboard|views] [--think-ms N] [--warming on|off] [--batching on|off] [--warmup N]'
+const USAGE = 'usage: authz-cache perf [--config development|production] [--iterations N] [--latency-ms N] [--concurrency N] [--workload projects|dashboard|scroll|views] [--think-ms N] [--warming on|off] [--batching on|off] [--warmup N]'
 
 /** Parses the command line; throws an Error naming the bad argument. */
 export function parseArgs (argv: string[]): PerfArgs {
@@ -54,7 +54,7 @@ export function parseArgs (argv: string[]): PerfArgs {
       case '--latency-ms': args.latencyMs = int('--latency-ms', 0, 60_000); break
       case '--concurrency': args.concurrency = int('--concurrency', 1, 1000); break
       case '--workload':
-        if (value !== 'projects' && value !== 'dashboard' && value !== 'views') throw new Error(`--workload must be projects, dashboard or views, got ${JSON.stringify(value)}`)
+        if (value !== 'projects' && value !== 'dashboard' && value !== 'scroll' && value !== 'views') throw new Error(`--workload must be projects, dashboard, scroll or views, got ${JSON.stringify(value)}`)
         args.workload = value
         break
       case '--think-ms': args.thinkMs = int('--think-ms', 0, 60_000); break
