@@ -87,8 +87,8 @@ export function createResolvers (db: Database, options: ResolverOptions = {}): R
     if (latencyMs > 0) await sleep(latencyMs, undefined, { signal }) // simulated backend latency
     const canonical = ids.filter(isCanonicalUuid)
     if (canonical.length === 0 || !isCanonicalUuid(userId)) return []
-    const batch = sql === AUTHZ_SQL.generations || sql === AUTHZ_SQL.projects
-    const { rows } = await db.query<R>(sql, [batch ? canonical : canonical[0], userId])
+    const params = sql === AUTHZ_SQL.profile ? [userId] : [sql === AUTHZ_SQL.generations || sql === AUTHZ_SQL.projects ? canonical : canonical[0], userId]
+    const { rows } = await db.query<R>(sql, params)
     return rows
   }
 

@@ -487,3 +487,41 @@ test('the same app on PostgreSQL', { skip: 'reason' in postgres ? postgres.reaso
     await canonicalIdScenario(t, running)
   })
 })
+
+test('GET /projects/:projectId/generations: a cold list of 50 is one backend query; the list keeps what the caller may read', async (t) => {
+  for (const batch of [true, false]) {
+    const queries: Array<{ kind: string, ids: number }> = []
+    const running = await start(t, { batch, onCall: (kind, ids) => { queries.push({ kind, ids: ids.length }) } })
+    const { http, db, tokens, ids, app } = running
+    const bulk = await seedMany(db, { users: 3, teams: 1, projectsPerTeam: 1, generations: 60 })
+    await notificationsApplied(app, db)
+    const member = app.jwt.sign({ sub: bulk.userId(0) })
+    const project = `/projects/${bulk.projectId(0)}`
+    t.equal((await http('GET', project, { token: member })).status, 200, 'the project page: its check is cached now')
+    queries.length = 0
+    const list = await http('GET', `${project}/generations`, { token: member })
+    t.equal(list.status, 200)
+    t.equal(list.body.generations.length, 50, 'the first page: 50 of 60')
+    const expected = (await db.query<{ id: string }>('SELECT id FROM generations WHERE project_id = $1 ORDER BY created_at DESC, id LIMIT 50', [bulk.projectId(0)])).rows.map((row) => row.id)
+    t.same(list.body.generations.map((g: { id: string }) => g.id), expected, 'in the database\'s order')
+    if (batch) t.same(queries, [{ kind: 'generation', ids: 50 }], 'batching: one query for the 50 misses')
+    else t.equal(queries.length, 50, 'without batching: one query per generation')
+    queries.length = 0
+    t.equal((await http('GET', `${project}/generations?limit=50`, { token: member })).body.generations.length, 50)
+    t.same(queries, [], 'the second list is answered from the cache')
+    const page2 = await http('GET', `${project}/generations?offset=50`, { token: member })
+    t.equal(page2.body.generations.length, 10, 'the next page')
+
+    t.equal((await http('GET', `${project}/generations`, { token: tokens.alice })).status, 403, 'alice is not in the bulk team')
+    const bad = await http('GET', `${project}/generations?limit=1000`, { token: member })
+    t.equal(bad.status, 400, 'limit is at most 100')
+    t.match(bad.body.message, 'limit')
+    // A generation moved to a team the member is not in leaves the list at once (the trigger invalidates it).
+    const moved = expected[0]
+    await db.query('UPDATE generations SET project_id = $2 WHERE id = $1', [moved, ids.projects.research])
+    await notificationsApplied(app, db)
+    const after = await http('GET', `${project}/generations`, { token: member })
+    t.notOk(after.body.generations.some((g: { id: string }) => g.id === moved), 'the moved generation is gone from the list')
+    await app.close()
+  }
+})

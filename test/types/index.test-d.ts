@@ -16,7 +16,12 @@ await app.register(authzCache, {
   maxEntries: 1000,
   resolvers: {
     generation: async ({ userId, id, signal }) => { expectType<AbortSignal>(signal); return { granted: userId === id } },
-    document: async () => null
+    document: async () => null,
+    project: {
+      one: async ({ id }) => ({ granted: id !== '' }),
+      many: async ({ userId, ids, signal }) => { expectType<string[]>(ids); expectType<AbortSignal>(signal); return new Map(ids.map((id) => [id, { granted: userId !== id }])) }
+    },
+    team: { many: async ({ ids }) => Object.fromEntries(ids.map((id) => [id, null])) }
   }
 })
 expectType<typeof authzCache>(named)
@@ -57,12 +62,19 @@ app.get('/r/:id', async (request) => {
   expectType<Decision>(await request.authz.check({ generation: 'g1', access: 'read' }))
   // @ts-expect-error: a check names a kind
   await request.authz.check({ access: 'read' })
+  expectType<Map<string, Decision>>(await request.authz.decisions('generation', ['g1', 'g2']))
+  expectType<string[]>(await request.authz.filter('generation', ['g1', 'g2'], { access: 'read' }))
   return 'ok'
 })
 
 // the engine alone
 const engine = new AuthzCache({ maxEntries: 10, resolvers: { generation: async () => ({ granted: true }) } })
 expectType<Promise<Decision>>(engine.getOrLoad('generation', 'u1', 'g1'))
+expectType<Promise<Map<string, Decision>>>(engine.getOrLoadMany('generation', 'u1', ['g1']))
+expectType<{ predicted: number, used: number, wasted: number, bytes: number }>(engine.getStats().warming)
+// a batch resolver answers a Map or an object, nothing else; a resolver object has one or many
+expectError(new AuthzCache({ resolvers: { generation: { many: async () => [{ granted: true }] } } }))
+expectError(new AuthzCache({ resolvers: { generation: { once: async () => null } } }))
 expectType<number>(presets.development.maxEntries)
 expectError(new AuthzCache({ maxEntries: '10' }))
 expectError(app.register(authzCache, { preset: 'staging' }))
