@@ -54,7 +54,7 @@ export interface PerfOptions {
   /**
    * Requests of the same workload run first and not measured, so that the
    * numbers are the steady state's, not a cold start's (every resource's
-   * first check ever is a miss no cache avoids). Default `DEFAULT_WARMUP`;
+   * first check ever is a miss no cache avoids). Default: `iterations`;
    * 0 measures from a cold cache.
    */
   warmup?: number
@@ -91,7 +91,6 @@ const BURST_MIN = 20
 const BURST_MAX = 60
 const UNCACHED_SAMPLES = 16
 export const DEFAULT_THINK_MS = 300
-export const DEFAULT_WARMUP = 20_000
 
 /** A page of a session: `requests` requests to `url`, as `user`. */
 export interface Page {
@@ -315,7 +314,7 @@ export async function measure (options: PerfOptions, out: (line: string) => void
     // The seed's rows notified the cache (./db.ts triggers): those invalidations land before the clock starts.
     await notificationsApplied(app, db)
     const warming = app.authz.options.warmingEnabled
-    out(`fastify-authz-cache perf: preset ${options.config}, ${options.iterations} checks measured after ${options.warmup ?? DEFAULT_WARMUP} of warm-up, ${options.concurrency} concurrent sessions, SIMULATED backend latency ${options.latencyMs} ms`)
+    out(`fastify-authz-cache perf: preset ${options.config}, ${options.iterations} checks measured after ${options.warmup ?? options.iterations} of warm-up, ${options.concurrency} concurrent sessions, SIMULATED backend latency ${options.latencyMs} ms`)
     out(`   workload ${workloadName}: ${seed.users} users, ${seed.teams} teams, ${seed.projects} projects, ${seed.generations} generations; ${workload.describe}${thinkMs > 0 ? `; ${thinkMs} ms thinking between pages` : ''}; batching ${options.batching ?? true ? 'on' : 'off'}, predictive warming ${warming ? 'on' : 'off'}; database ${db.label}`)
     backendCalls = 0
 
@@ -331,7 +330,7 @@ export async function measure (options: PerfOptions, out: (line: string) => void
     }
 
     // One stream of sessions: the warm-up takes the first `warmup` requests, the measurement the next `iterations`.
-    const warmup = options.warmup ?? DEFAULT_WARMUP
+    const warmup = options.warmup ?? options.iterations
     const durations = new Float64Array(options.iterations)
     let issued = 0
     let failures = 0

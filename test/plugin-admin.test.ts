@@ -63,6 +63,9 @@ test('GET /_authz/stats with Accept: text/plain answers Prometheus text', async 
   t.match(res.body, 'authz_cache_entries 1\n')
   t.match(res.body, 'authz_cache_loads_total 1\n')
   t.match(res.body, 'authz_cache_admission_duels_total{outcome="admitted"} 0\nauthz_cache_admission_duels_total{outcome="rejected"} 0\n')
+  t.match(res.body, '# TYPE authz_cache_batches_total counter\nauthz_cache_batches_total 0\n')
+  for (const name of ['predicted', 'used', 'wasted']) t.match(res.body, `# TYPE authz_cache_warming_${name}_total counter\nauthz_cache_warming_${name}_total 0\n`)
+  t.match(res.body, /# TYPE authz_cache_warming_bytes gauge\nauthz_cache_warming_bytes \d+\n/)
   for (const line of res.body.trim().split('\n')) {
     t.match(line, /^(# (HELP|TYPE) authz_cache_\w+ .+|authz_cache_\w+(\{(kind|outcome)="\w+"\})? -?[0-9.e+-]+)$/, 'exposition format')
   }
