@@ -80,6 +80,33 @@ interface SharedAnswer {
   expiresAt: number | undefined
 }
 
+/** Batch calls of one batch check running at once. */
+export const BATCH_CONCURRENCY = 4
+
+/** A counting semaphore: at most `size` holders at a time, served in order. */
+class Turns {
+  #free: number
+  readonly #waiting: Array<() => void> = []
+
+  constructor (size: number) {
+    this.#free = size
+  }
+
+  async take (): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--
+      return
+    }
+    await new Promise<void>((resolve) => this.#waiting.push(resolve))
+  }
+
+  give (): void {
+    const next = this.#waiting.shift()
+    if (next !== undefined) next()
+    else this.#free++
+  }
+}
+
 const NO_SHARED_ANSWER: SharedAnswer = Object.freeze({ shared: undefined, fence: undefined, accepted: undefined, expiresAt: undefined })
 
 export class Loads {
@@ -162,8 +189,10 @@ export class Loads {
           missingAt.push(j)
         }
       }
+      // Every id is in flight at once (joinable); the calls go BATCH_CONCURRENCY at a time, so a long list never floods the backend.
+      const turns = new Turns(BATCH_CONCURRENCY)
       for (let from = 0; from < missing.length; from += maxBatch) {
-        const started = this.startMany(kind, userId, missing.slice(from, from + maxBatch), call)
+        const started = this.startMany(kind, userId, missing.slice(from, from + maxBatch), call, turns)
         for (let k = 0; k < started.length; k++) loads[missingAt[from + k]] = started[k]
       }
       const answered = await Promise.all(loads.map((load) => load.promise))
@@ -183,7 +212,7 @@ export class Loads {
    * id L2 did not answer). Each load is in flight, fenced and stored on its
    * own; a failed call fails every load it was to answer.
    */
-  startMany (kind: KindState, userId: string, items: Array<{ id: string, key: string, prediction?: Follower }>, call: ManyCall): Load[] {
+  startMany (kind: KindState, userId: string, items: Array<{ id: string, key: string, prediction?: Follower }>, call: ManyCall, turns?: Turns): Load[] {
     const loads: Load[] = []
     const settle: Array<{ resolve: (value: unknown) => void, reject: (error: unknown) => void }> = []
     for (const { id, key, prediction } of items) {
@@ -192,7 +221,7 @@ export class Loads {
       this.#track(load, ran)
       loads.push(load)
     }
-    this.#runMany(loads, call).then((results) => {
+    this.#runMany(loads, call, turns).then((results) => {
       for (let i = 0; i < loads.length; i++) {
         const result = results[i]
         if (result.status === 'fulfilled') settle[i].resolve(result.value)
@@ -257,18 +286,24 @@ export class Loads {
   }
 
   /** The L2 reads of a batch, one call for the ids L2 did not answer, and each id finished on its own. */
-  async #runMany (loads: Load[], call: ManyCall): Promise<Array<PromiseSettledResult<unknown>>> {
-    const reads = await Promise.all(loads.map((load) => this.#readShared(load)))
-    const missing: Load[] = []
-    for (let i = 0; i < loads.length; i++) if (reads[i].accepted === undefined) missing.push(loads[i])
+  async #runMany (loads: Load[], call: ManyCall, turns: Turns | undefined): Promise<Array<PromiseSettledResult<unknown>>> {
+    if (turns !== undefined) await turns.take()
+    let reads: SharedAnswer[]
     let answers: Array<Accepted | Error> = []
     let failure: unknown
-    if (missing.length > 0) {
-      try {
-        answers = await this.#host.callMany(missing, call)
-      } catch (error) {
-        failure = error
+    try {
+      reads = await Promise.all(loads.map((load) => this.#readShared(load)))
+      const missing: Load[] = []
+      for (let i = 0; i < loads.length; i++) if (reads[i].accepted === undefined) missing.push(loads[i])
+      if (missing.length > 0) {
+        try {
+          answers = await this.#host.callMany(missing, call)
+        } catch (error) {
+          failure = error
+        }
       }
+    } finally {
+      turns?.give()
     }
     let next = 0
     return Promise.allSettled(loads.map(async (load, i) => {
