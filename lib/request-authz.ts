@@ -108,9 +108,11 @@ export class RequestAuthz {
     if (!isPlainObject(requirement)) throw new FST_AUTHZ_ROUTE_CONFIG('request.authz.filter()', `the requirement must be an object, got ${describe(requirement)}`)
     const { access, role } = requirement as Requirement
     const rank = this.#rank(role)
-    const found = await this.decisions(kind, ids)
+    // Read once: the ids checked and loaded are the ids kept.
+    const list = Array.isArray(ids) ? Array.from(ids) : ids
+    const found = await this.decisions(kind, list)
     const kept: string[] = []
-    for (const id of ids) {
+    for (const id of list) {
       if (satisfies(found.get(id) as Decision, access, rank, this.#roles)) kept.push(id)
     }
     return kept

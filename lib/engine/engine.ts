@@ -124,7 +124,9 @@ export class Engine {
       call: (load, call) => callResolver(load.kind, timeoutMs, this.#stats, call, (error) => this.#failed(load, error)),
       callMany: (loads, call) => {
         const ids = loads.map((load) => load.id)
-        return callBatchResolver(loads[0].kind, ids, timeoutMs, this.#stats, (signal) => call(ids, signal), (error) => this.#failed(loads[0], error, ids.length))
+        // A failure of the whole call names the batch; one id's bad answer names that id.
+        return callBatchResolver(loads[0].kind, ids, timeoutMs, this.#stats, (signal) => call(ids, signal),
+          (error, index) => index === undefined ? this.#failed(loads[0], error, ids.length) : this.#failed(loads[index], error))
       },
       accept: (kind, raw) => validateAnswer(kind.validation, raw),
       tagsOf: (baseTags, value) => this.#tagsOf(baseTags, value),
@@ -245,13 +247,15 @@ export class Engine {
     this.checkId('userId', userId)
     if (state.name === 'profile') throw new FST_AUTHZ_BAD_ID('profile', 'a profile has no ids to batch: use profile()')
     if (!Array.isArray(ids)) throw new FST_AUTHZ_BAD_ID(`${state.name} ids`, `expected an array of ids, got ${describe(ids)}`)
-    for (let i = 0; i < ids.length; i++) this.checkId(`${state.name} id`, ids[i])
+    // Each id is read once, checked, and that copy is used: an array whose items change between reads cannot slip one past the check.
+    const list: string[] = new Array(ids.length)
+    for (let i = 0; i < list.length; i++) list[i] = this.checkId(`${state.name} id`, ids[i])
     const found = new Map<string, unknown>()
     const missing: string[] = []
     // A batch's hits on predicted entries do not move the user's place in the predictor (see #predictionUsed).
     this.#inBatch = true
     try {
-      for (const id of ids) {
+      for (const id of list) {
         if (found.has(id)) continue
         const hit = this.lookup(state, id, userId)
         found.set(id, hit)

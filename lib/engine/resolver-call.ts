@@ -76,11 +76,12 @@ export async function callResolver (kind: KindState, timeoutMs: number, stats: S
 /**
  * Calls a batch resolver under `timeoutMs` (for the whole call) and accepts
  * the answer of each id: what it answers for `ids[i]` is at index i, an
- * Accepted or the FST_AUTHZ_RESOLVER_FAILED of that id alone. An id the
+ * Accepted or the FST_AUTHZ_RESOLVER_FAILED of that id alone (reported to
+ * `failed` with its index). An id the
  * answer leaves out is a denial. Rejects, failing every id, when the call
  * throws, times out, or answers something that is not a Map or a plain object.
  */
-export async function callBatchResolver (kind: KindState, ids: string[], timeoutMs: number, stats: Stats, call: (signal: AbortSignal) => unknown, failed: (error: Error) => void): Promise<Array<Accepted | Error>> {
+export async function callBatchResolver (kind: KindState, ids: string[], timeoutMs: number, stats: Stats, call: (signal: AbortSignal) => unknown, failed: (error: Error, index?: number) => void): Promise<Array<Accepted | Error>> {
   stats.batches++
   const raw = await timedCall(kind, timeoutMs, stats, call, failed)
   const answers: Array<Accepted | Error> = new Array(ids.length)
@@ -102,7 +103,7 @@ export async function callBatchResolver (kind: KindState, ids: string[], timeout
     }
     if (accepted instanceof Error) {
       stats.loaderErrors++
-      failed(accepted)
+      failed(accepted, i)
       answers[i] = new FST_AUTHZ_RESOLVER_FAILED(kind.name, { cause: accepted })
     } else {
       answers[i] = accepted
