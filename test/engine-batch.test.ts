@@ -22,7 +22,7 @@ import { BATCH_CONCURRENCY } from '../lib/engine/loads.js'
 import { connectRedis, type RedisLayer } from '../lib/redis.js'
 import type { BatchResolverContext, CacheStats, Decision, ResolverContext, ResolverSpec } from '../lib/types.js'
 import { SECRET, buildApp } from './app.js'
-import { G1, G2, U1, U2, deferred, fakeClock, seededRandom, type Deferred } from './helpers.js'
+import { G1, G2, U1, U2, deferred, fakeClock, seededRandom, type Deferred, blockFor, envInt } from './helpers.js'
 import { REDIS_URL, eventually, namespace, redisAvailable, resolvedRedis, silentLogger } from './redis-helpers.js'
 
 const G3 = '0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f'
@@ -34,24 +34,8 @@ type Failure = Error & { code?: string, statusCode?: number, cause?: unknown }
 
 const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
-/** Blocks the event loop (no timer can fire) for `ms`. */
-function blockFor (ms: number): void {
-  const end = Date.now() + ms
-  let spins = 0
-  while (Date.now() < end) spins++
-  if (spins < 0) throw new Error('unreachable')
-}
-
 async function rejection (promise: Promise<unknown>): Promise<Failure | undefined> {
   return promise.then(() => undefined, (error: Failure) => error)
-}
-
-function envInt (name: string): number | undefined {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return undefined
-  const value = Number(raw)
-  if (!Number.isInteger(value)) throw new Error(`${name} must be an integer, got ${raw}`)
-  return value
 }
 
 // ------------------------------------------------------------ a held backend

@@ -83,3 +83,20 @@ export function thrown (t: { fail: (msg: string) => void }, fn: () => unknown): 
   t.fail('expected a throw')
   return new Error('nothing thrown')
 }
+
+/** Blocks the event loop (no timer can fire) for `ms`. */
+export function blockFor (ms: number): void {
+  const end = Date.now() + ms
+  let spins = 0
+  while (Date.now() < end) spins++
+  if (spins < 0) throw new Error('unreachable')
+}
+
+/** An integer from the environment (a seed to replay a randomized test), or undefined when unset. */
+export function envInt (name: string): number | undefined {
+  const raw = process.env[name]
+  if (raw === undefined || raw === '') return undefined
+  const value = Number(raw)
+  if (!Number.isInteger(value)) throw new Error(`${name} must be an integer, got ${raw}`)
+  return value
+}

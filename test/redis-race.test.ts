@@ -34,18 +34,10 @@ import { AuthzCache, type KindHandle } from '../lib/cache.js'
 import type { ResolvedRedisOptions } from '../lib/options.js'
 import { connectRedis, type RedisLayer } from '../lib/redis.js'
 import type { Decision, InvalidationRequest, ResolverContext } from '../lib/types.js'
-import { deferred, seededRandom as mulberry32, type Deferred } from './helpers.js'
+import { deferred, seededRandom as mulberry32, type Deferred, envInt } from './helpers.js'
 import { REDIS_URL, eventually, namespace, redisAvailable, resolvedRedis } from './redis-helpers.js'
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
-
-function envInt (name: string): number | undefined {
-  const raw = process.env[name]
-  if (raw === undefined || raw === '') return undefined
-  const value = Number(raw)
-  if (!Number.isInteger(value)) throw new Error(`${name} must be an integer, got ${raw}`)
-  return value
-}
 
 const SEED = (envInt('RACE_SEED') ?? Date.now() % 2 ** 31) >>> 0
 const ONLY_TRIAL = envInt('RACE_TRIAL')

@@ -12,21 +12,13 @@ import { FST_AUTHZ_RESOLVER_TIMEOUT } from '../lib/errors.js'
 import { resolveCacheOptions } from '../lib/options.js'
 import type { CacheStats, Decision, Resolver } from '../lib/types.js'
 import { SECRET } from './app.js'
-import { G1, U1, deferred, thrown } from './helpers.js'
+import { G1, U1, deferred, thrown, blockFor } from './helpers.js'
 
 const FAILED = 'FST_AUTHZ_RESOLVER_FAILED'
 const TIMEOUT = 'FST_AUTHZ_RESOLVER_TIMEOUT'
 const LOGGED = 'authz resolver failed; the check is denied with 503 and nothing is cached'
 
 const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
-
-/** Blocks the event loop (no timer can fire) for `ms`. */
-function blockFor (ms: number): void {
-  const end = Date.now() + ms
-  let spins = 0
-  while (Date.now() < end) spins++
-  if (spins < 0) throw new Error('unreachable')
-}
 
 interface Observed { kind: string, id: string, userId: string, error: Error }
 type Failure = Error & { code?: string, statusCode?: number, cause?: unknown }
