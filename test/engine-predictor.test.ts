@@ -225,7 +225,7 @@ test('the predictor\'s memory stays within its budget under a stream of 1M disti
   }
   t.ok(peak <= budget, `peak ${peak} B <= budget ${budget} B`)
   t.ok(predictor.sources > 0 && predictor.users > 0, 'it still learns')
-  t.ok(predictor.sources * 200 + predictor.users * 160 <= budget, 'the record counts are bounded by the budget')
+  t.ok(predictor.sources * 300 + predictor.users * 160 <= budget, 'the record counts are bounded by the budget')
 })
 
 test('the predictor\'s budget is counted in maxSizeMb and totalSizeMb; off without warmingEnabled or under 8 MB', async (t) => {

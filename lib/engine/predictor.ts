@@ -60,7 +60,7 @@ export const MAX_BUDGET_BYTES = 16 * 1024 * 1024
  * store counts them): a source's Map slot, object and follower array; a
  * follower object and its array slot; a user's Map slot and record.
  */
-export const SOURCE_OVERHEAD_BYTES = 200
+export const SOURCE_OVERHEAD_BYTES = 300
 export const FOLLOWER_OVERHEAD_BYTES = 56
 export const RECENT_OVERHEAD_BYTES = 160
 
