@@ -10,8 +10,9 @@ import type { AuthzCache } from './cache.js'
 import { unauthenticated } from './checks.js'
 import { FST_AUTHZ_BAD_INVALIDATION, FST_AUTHZ_FORBIDDEN } from './errors.js'
 import { MAX_PATTERN_LENGTH, MAX_PATTERN_STARS } from './keys.js'
+import { prometheusText } from './metrics.js'
 import { DEFAULT_ADMIN_SCOPE, type AdminOptions } from './options.js'
-import type { CacheStats, InvalidationRequest } from './types.js'
+import type { InvalidationRequest } from './types.js'
 
 const MAX_LIST = 1000
 const MAX_STRING = 1024
@@ -157,64 +158,6 @@ function hasScope (user: unknown, scope: string): boolean {
   const claim = (user as { scope?: unknown } | null | undefined)?.scope
   if (typeof claim === 'string') return claim.split(' ').includes(scope)
   return Array.isArray(claim) && claim.includes(scope)
-}
-
-/** Prometheus exposition text of the stats. */
-export function prometheusText (stats: CacheStats): string {
-  const lines: string[] = []
-  const metric = (name: string, type: 'counter' | 'gauge', help: string, samples: Array<[string, number]>): void => {
-    lines.push(`# HELP authz_cache_${name} ${help}`, `# TYPE authz_cache_${name} ${type}`)
-    for (const [labels, value] of samples) lines.push(`authz_cache_${name}${labels} ${Number.isFinite(value) ? value : 0}`)
-  }
-  const kinds = Object.entries(stats.byKind)
-  const label = (kind: string): string => `{kind="${kind.replace(/["\\\n]/g, '_')}"}`
-  // Per kind only: an unlabelled total beside them would make sum() count every hit twice.
-  metric('hits_total', 'counter', 'Cache hits, by kind.', kinds.map(([k, v]): [string, number] => [label(k), v.hits]))
-  metric('misses_total', 'counter', 'Cache misses, by kind.', kinds.map(([k, v]): [string, number] => [label(k), v.misses]))
-  metric('hit_rate_percent', 'gauge', 'Hits per lookup, in percent.', [['', stats.hitRatePercent]])
-  metric('access_time_average_seconds', 'gauge', 'Mean time of a sampled cache hit.', [['', stats.averageAccessTimeMs / 1000]])
-  metric('access_time_p99_seconds', 'gauge', '99th percentile of sampled cache hits.', [['', stats.p99AccessTimeMs / 1000]])
-  metric('entries', 'gauge', 'Live entries.', [['', stats.totalEntries]])
-  metric('entries_max', 'gauge', 'Entry cap (maxEntries).', [['', stats.maxEntries]])
-  metric('size_bytes', 'gauge', 'Accounted size of the entries.', [['', Math.round(stats.totalSizeMb * 1024 * 1024)]])
-  metric('size_max_bytes', 'gauge', 'Size cap (maxSizeMb).', [['', Math.round(stats.maxSizeMb * 1024 * 1024)]])
-  metric('evictions_total', 'counter', 'Entries evicted to stay under a cap.', [['', stats.evictions]])
-  const e = stats.eviction
-  metric('admission_duels_total', 'counter', 'TinyLFU duels between the window\'s candidate and the main region\'s victim, by who stayed.', [['{outcome="admitted"}', e.admitted], ['{outcome="rejected"}', e.rejected]])
-  metric('sketch_resets_total', 'counter', 'Times the TinyLFU frequency sketch halved its counters.', [['', e.sketchResets]])
-  metric('expirations_total', 'counter', 'Entries removed at the end of their TTL.', [['', stats.expirations]])
-  metric('invalidations_total', 'counter', 'Entries removed by invalidation.', [['', stats.invalidations]])
-  metric('loads_total', 'counter', 'Resolver loads started.', [['', stats.loads]])
-  metric('coalesced_total', 'counter', 'Callers that joined a load already running.', [['', stats.coalesced]])
-  metric('loader_errors_total', 'counter', 'Resolver failures (denied, not cached).', [['', stats.loaderErrors]])
-  metric('loader_timeouts_total', 'counter', 'Resolver timeouts (denied, not cached).', [['', stats.loaderTimeouts]])
-  metric('batches_total', 'counter', 'Batch resolver calls (many ids of one user in one call).', [['', stats.batches]])
-  const w = stats.warming
-  metric('warming_predicted_total', 'counter', 'Decisions loaded by predictive warming.', [['', w.predicted]])
-  metric('warming_used_total', 'counter', 'Predicted decisions a check then used.', [['', w.used]])
-  metric('warming_wasted_total', 'counter', 'Predicted decisions that left the cache unused.', [['', w.wasted]])
-  metric('warming_bytes', 'gauge', 'Accounted bytes of the predictor\'s tables (within size_max_bytes).', [['', w.bytes]])
-  if (stats.redis !== undefined) {
-    const r = stats.redis
-    metric('redis_connected', 'gauge', 'Whether the Redis bus is connected (1) or not (0).', [['', r.connected ? 1 : 0]])
-    metric('redis_l2_hits_total', 'counter', 'L1 misses served from Redis.', [['', r.l2Hits]])
-    metric('redis_l2_misses_total', 'counter', 'L1 misses Redis did not have.', [['', r.l2Misses]])
-    metric('redis_l2_errors_total', 'counter', 'Redis commands that failed (counted as misses).', [['', r.l2Errors]])
-    metric('redis_published_total', 'counter', 'Invalidations published.', [['', r.published]])
-    metric('redis_received_total', 'counter', 'Invalidations received from other instances.', [['', r.received]])
-    metric('redis_outages_total', 'counter', 'Times the bus was lost (connection closed, or own heartbeat not heard).', [['', r.outages]])
-    metric('redis_refused_total', 'counter', 'L2 values refused on read and L2 writes refused, because an invalidation came after their load started.', [['', r.refused]])
-    metric('redis_pending', 'gauge', 'Invalidations Redis has not taken yet (retried in order).', [['', r.pending]])
-    metric('redis_ack_timeouts_total', 'counter', 'Invalidations not acknowledged by every instance within ackTimeoutMs.', [['', r.ackTimeouts]])
-  }
-  if (stats.postgres !== undefined) {
-    const p = stats.postgres
-    metric('postgres_connected', 'gauge', 'Whether the PostgreSQL LISTEN connection is up (1) or not (0).', [['', p.connected ? 1 : 0]])
-    metric('postgres_received_total', 'counter', 'Invalidations received from PostgreSQL.', [['', p.received]])
-    metric('postgres_malformed_total', 'counter', 'PostgreSQL notifications that were not a valid invalidation (each invalidated everything).', [['', p.malformed]])
-    metric('postgres_outages_total', 'counter', 'Times the PostgreSQL LISTEN connection was lost.', [['', p.outages]])
-  }
-  return lines.join('\n') + '\n'
 }
 
 export interface AdminRoutesOptions {

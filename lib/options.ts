@@ -387,6 +387,12 @@ export interface PluginOptionsBase extends CacheOptions {
   redis?: RedisOptions
   /** Invalidations from the database (LISTEN/NOTIFY); absent: none. */
   postgres?: PostgresOptions
+  /**
+   * `{ registry }`: a prom-client `Registry` (or prom-client's default
+   * `register`) to register the cache's metrics on, with histograms of
+   * resolver calls and invalidation propagation. Needs `prom-client`.
+   */
+  metrics?: { registry: unknown }
 }
 
 export interface ResolvedPluginOptions {
@@ -400,9 +406,10 @@ export interface ResolvedPluginOptions {
   admin: false | { prefix: string, authorize: AdminOptions['authorize'] }
   redis: ResolvedRedisOptions | undefined
   postgres: ResolvedPostgresOptions | undefined
+  metrics: { registry: unknown } | undefined
 }
 
-const PLUGIN_OPTION_NAMES = new Set(['roles', 'getUserId', 'authenticate', 'warm', 'admin', 'redis', 'postgres'])
+const PLUGIN_OPTION_NAMES = new Set(['roles', 'getUserId', 'authenticate', 'warm', 'admin', 'redis', 'postgres', 'metrics'])
 
 const POSTGRES_OPTION_NAMES = new Set(['connectionString', 'client', 'channel', 'heartbeatMs', 'connectTimeoutMs'])
 
@@ -519,6 +526,15 @@ export function resolvePluginOptions (options: PluginOptionsBase): ResolvedPlugi
     warm: options.warm === undefined ? undefined : checkFunction('warm', options.warm),
     admin,
     redis: resolveRedisOptions(options.redis),
-    postgres: resolvePostgresOptions(options.postgres)
+    postgres: resolvePostgresOptions(options.postgres),
+    metrics: resolveMetricsOptions(options.metrics)
   }
+}
+
+function resolveMetricsOptions (metrics: unknown): { registry: unknown } | undefined {
+  if (metrics === undefined) return undefined
+  if (!isPlainObject(metrics)) fail('metrics', `must be an object { registry }, got ${describe(metrics)}`)
+  for (const name of Object.keys(metrics)) if (name !== 'registry') fail(`metrics.${name}`, 'is not a known option')
+  if (metrics.registry === undefined) fail('metrics.registry', 'is required: a prom-client Registry')
+  return { registry: metrics.registry }
 }

@@ -9,6 +9,7 @@ import { Identity } from './checks.js'
 import { FST_AUTHZ_OPTIONS } from './errors.js'
 import { AuthzManager } from './manager.js'
 import { resolvePluginOptions, type PluginOptionsBase } from './options.js'
+import { registerMetrics, type RegisteredMetrics } from './metrics.js'
 import { listenPostgres, type PostgresFeed } from './postgres.js'
 import { connectRedis } from './redis.js'
 import { RequestAuthz } from './request-authz.js'
@@ -48,6 +49,16 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
     throw error
   }
 
+  let metrics: RegisteredMetrics | undefined
+  try {
+    if (o.metrics !== undefined) metrics = await registerMetrics(manager, o.metrics.registry)
+  } catch (error) {
+    await postgres?.close()
+    manager.close()
+    await redis?.close()
+    throw error
+  }
+
   fastify.decorate('authz', manager)
   fastify.decorateRequest(kRequestAuthz as unknown as string, null)
   fastify.decorateRequest('authz', {
@@ -77,6 +88,7 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
   })
 
   fastify.addHook('onClose', async function authzClose () {
+    metrics?.close()
     await postgres?.close()
     manager.close()
     await redis?.close()

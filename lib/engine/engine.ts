@@ -27,7 +27,8 @@ import { Kinds } from './kinds.js'
 import { Loads, type Load, type LoadHost } from './loads.js'
 import { BUDGET_SHARE, MAX_BUDGET_BYTES, Predictor, type Follower } from './predictor.js'
 import { callBatchResolver, callResolver, isStringArray, validateAnswer } from './resolver-call.js'
-import type { FeedHandle, SharedHandle, SharedLayer } from './shared.js'
+import type { Delivery, FeedHandle, SharedHandle, SharedLayer } from './shared.js'
+import { busChannel, invalidateChannel, traced, type BusMessage, type InvalidateMessage } from '../telemetry.js'
 import { SAMPLE_MASK, Stats } from './stats.js'
 import { Store } from './store.js'
 import { Sweeper } from './sweeper.js'
@@ -121,12 +122,14 @@ export class Engine {
     return {
       get shared () { return cache.#shared },
       now: this.#now,
-      call: (load, call) => callResolver(load.kind, timeoutMs, this.#stats, call, (error) => this.#failed(load, error)),
+      call: (load, call) => traced(() => ({ cache, kind: load.kind.name, userId: load.userId, ids: [load.id], batch: false }),
+        () => callResolver(load.kind, timeoutMs, this.#stats, call, (error) => this.#failed(load, error))),
       callMany: (loads, call) => {
         const ids = loads.map((load) => load.id)
         // A failure of the whole call names the batch; one id's bad answer names that id.
-        return callBatchResolver(loads[0].kind, ids, timeoutMs, this.#stats, (signal) => call(ids, signal),
-          (error, index) => index === undefined ? this.#failed(loads[0], error, ids.length) : this.#failed(loads[index], error))
+        return traced(() => ({ cache, kind: loads[0].kind.name, userId: loads[0].userId, ids, batch: true }),
+          () => callBatchResolver(loads[0].kind, ids, timeoutMs, this.#stats, (signal) => call(ids, signal),
+            (error, index) => index === undefined ? this.#failed(loads[0], error, ids.length) : this.#failed(loads[index], error)))
       },
       accept: (kind, raw) => validateAnswer(kind.validation, raw),
       tagsOf: (baseTags, value) => this.#tagsOf(baseTags, value),
@@ -520,7 +523,15 @@ export class Engine {
   async invalidateEverywhere (request: InvalidationRequest, options?: { silent?: boolean }): Promise<{ invalidated: number, acknowledged: number, instances: number }> {
     const invalidated = this.apply(request, 'local', options?.silent === true)
     if (this.#shared === undefined) return { invalidated, acknowledged: 1, instances: 1 }
-    const delivery = await this.#shared.publish(request)
+    const started = performance.now()
+    let delivery: Delivery
+    try {
+      delivery = await this.#shared.publish(request)
+    } catch (error) {
+      if (busChannel.hasSubscribers) busChannel.publish({ cache: this, event: 'publish-failed', request, error } satisfies BusMessage)
+      throw error
+    }
+    if (busChannel.hasSubscribers) busChannel.publish({ cache: this, event: 'published', request, ...delivery, durationMs: performance.now() - started } satisfies BusMessage)
     return { invalidated, ...delivery }
   }
 
@@ -540,6 +551,7 @@ export class Engine {
     const removed = applyPlan(planInvalidation(request), this.#store, this.#loads)
     this.#stats.invalidations += removed
     if (!silent) this.observer.invalidated?.(request, removed, origin)
+    if (invalidateChannel.hasSubscribers) invalidateChannel.publish({ cache: this, request, removed, origin } satisfies InvalidateMessage)
     return removed
   }
 
@@ -596,12 +608,14 @@ export class Engine {
   }
 
   #feedDown (name: string): void {
+    if (busChannel.hasSubscribers && !this.#feedsDown.has(name)) busChannel.publish({ cache: this, event: 'down', feed: name } satisfies BusMessage)
     this.#feedsDown.add(name)
     if (this.#busDownSince === 0) this.#busDownSince = this.#now() || 1
   }
 
   #feedUp (name: string): number {
     if (!this.#feedsDown.delete(name)) return 0
+    if (busChannel.hasSubscribers) busChannel.publish({ cache: this, event: 'up', feed: name } satisfies BusMessage)
     if (this.#feedsDown.size === 0) this.#busDownSince = 0
     return this.apply({ all: true }, 'remote')
   }
