@@ -19,6 +19,23 @@ export interface AuthzKinds {
   profile: true
 }
 
+/** A kind name the type checker knows (`AuthzKinds`): a misspelled kind does not compile. */
+export type AuthzKind = keyof AuthzKinds & string
+
+/**
+ * Access levels, opt-in: empty by default (any string is accepted). Declare
+ * yours and a misspelled access (`'raed'`) stops compiling in route checks,
+ * `request.authz` and `app.authz.require()`:
+ *
+ *     declare module 'fastify-authz-cache' {
+ *       interface AuthzAccessLevels { read: true, write: true }
+ *     }
+ */
+export interface AuthzAccessLevels {}
+
+/** An access level: any string, or one of `AuthzAccessLevels` once it is declared. */
+export type AuthzAccess = [keyof AuthzAccessLevels] extends [never] ? string : keyof AuthzAccessLevels & string
+
 /** Where a check finds its id: a route param name, or a function of the request. */
 export type AuthzIdSource = string | ((request: FastifyRequest) => string | undefined)
 
@@ -27,7 +44,7 @@ type OneKind<Id> = {
 }[keyof AuthzKinds]
 
 /** `access` and/or `role`, and `fresh` to skip the cache for this check (reload and store). */
-export type AuthzRequirementFields = ({ access: string, role?: string } | { role: string, access?: string }) & { fresh?: boolean }
+export type AuthzRequirementFields = ({ access: AuthzAccess, role?: string } | { role: string, access?: AuthzAccess }) & { fresh?: boolean }
 
 /** One route check: exactly one kind with its id source, plus `access` and/or `role`. */
 export type AuthzCheck = OneKind<AuthzIdSource> & AuthzRequirementFields

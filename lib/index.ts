@@ -21,7 +21,7 @@ export { escapeKeySegment, compilePattern, MAX_PATTERN_LENGTH, MAX_PATTERN_STARS
 export { metricFamilies, prometheusText, registerMetrics, type MetricFamily, type RegisteredMetrics } from './metrics.js'
 export { LOAD_CHANNEL, INVALIDATE_CHANNEL, BUS_CHANNEL, type LoadMessage, type InvalidateMessage, type BusMessage } from './telemetry.js'
 export * as errors from './errors.js'
-export type { AuthzCheck, AuthzIdSource, AuthzKinds, AuthzRequestCheck, AuthzRequirementFields, AuthzRouteConfig } from './check-types.js'
+export type { AuthzAccess, AuthzAccessLevels, AuthzCheck, AuthzIdSource, AuthzKind, AuthzKinds, AuthzRequestCheck, AuthzRequirementFields, AuthzRouteConfig } from './check-types.js'
 export type {
   BatchAnswer,
   BatchResolver,

@@ -7,8 +7,11 @@ import type { AuthzCache } from './cache.js'
 import { satisfies, type Identity } from './checks.js'
 import { FST_AUTHZ_FORBIDDEN, FST_AUTHZ_ROUTE_CONFIG } from './errors.js'
 import { describe, isPlainObject } from './options.js'
-import type { AuthzRequestCheck } from './check-types.js'
+import type { AuthzKind, AuthzRequestCheck, AuthzAccess } from './check-types.js'
 import type { Decision, Requirement } from './types.js'
+
+/** A requirement whose `access` is typed by `AuthzAccessLevels` when declared. */
+type TypedRequirement = Omit<Requirement, 'access'> & { access?: AuthzAccess }
 
 export class RequestAuthz {
   readonly #request: FastifyRequest
@@ -35,7 +38,7 @@ export class RequestAuthz {
    * request first when needed). A denied or unknown resource gives
    * `{ granted: false }`. Rejects with 401, 400, or 503 when the resolver fails.
    */
-  decision (kind: string, id: string | undefined, options?: { fresh?: boolean }): Promise<Decision> {
+  decision (kind: AuthzKind, id: string | undefined, options?: { fresh?: boolean }): Promise<Decision> {
     // Fast path: an authenticated request (route checks ran, or an earlier call) and a cache hit cost one lookup.
     const userId = this.#identity.knownUserId(this.#request)
     if (userId === undefined) return this.#authenticated(kind, id, options)
@@ -55,7 +58,7 @@ export class RequestAuthz {
     }
   }
 
-  async #authenticated (kind: string, id: string | undefined, options?: { fresh?: boolean }): Promise<Decision> {
+  async #authenticated (kind: AuthzKind, id: string | undefined, options?: { fresh?: boolean }): Promise<Decision> {
     const handle = this.#engine.kind(kind)
     const userId = await this.#identity.userId(this.#request)
     return this.#engine.getOrLoad(handle, userId, kind === 'profile' ? userId : id, options)
@@ -79,7 +82,7 @@ export class RequestAuthz {
   }
 
   /** Whether the caller holds `requirement` on the resource. */
-  async can (kind: string, id: string | undefined, requirement: Requirement & { fresh?: boolean } = {}): Promise<boolean> {
+  async can (kind: AuthzKind, id: string | undefined, requirement: TypedRequirement & { fresh?: boolean } = {}): Promise<boolean> {
     const decision = await this.decision(kind, id, requirement)
     return satisfies(decision, requirement.access, this.#rank(requirement.role), this.#roles)
   }
@@ -93,7 +96,7 @@ export class RequestAuthz {
    * first bad id before anything is looked up, with 503 when the resolver
    * fails for any id.
    */
-  async decisions (kind: string, ids: readonly string[]): Promise<Map<string, Decision>> {
+  async decisions (kind: AuthzKind, ids: readonly string[]): Promise<Map<string, Decision>> {
     const handle = this.#engine.kind(kind)
     const userId = this.#identity.knownUserId(this.#request) ?? await this.#identity.userId(this.#request)
     return this.#engine.getOrLoadMany(handle, userId, ids)
@@ -104,7 +107,7 @@ export class RequestAuthz {
    * caller holds `requirement`, with the decisions loaded as `decisions()`
    * loads them. The requirement is checked before anything is loaded.
    */
-  async filter (kind: string, ids: readonly string[], requirement: Requirement = {}): Promise<string[]> {
+  async filter (kind: AuthzKind, ids: readonly string[], requirement: TypedRequirement = {}): Promise<string[]> {
     if (!isPlainObject(requirement)) throw new FST_AUTHZ_ROUTE_CONFIG('request.authz.filter()', `the requirement must be an object, got ${describe(requirement)}`)
     const { access, role } = requirement as Requirement
     const rank = this.#rank(role)
@@ -126,7 +129,7 @@ export class RequestAuthz {
     if (kinds.length !== 1) throw new FST_AUTHZ_ROUTE_CONFIG('request.authz.check()', `a check names exactly one kind, got ${kinds.length}`)
     const kind = kinds[0]
     const id = input[kind]
-    const decision = await this.decision(kind, id as string, { fresh: input.fresh === true })
+    const decision = await this.decision(kind as AuthzKind, id as string, { fresh: input.fresh === true })
     if (!satisfies(decision, input.access, this.#rank(input.role), this.#roles)) {
       throw new FST_AUTHZ_FORBIDDEN(`${kind}${input.access === undefined ? '' : ` access '${input.access}'`}${input.role === undefined ? '' : ` role '${input.role}'`} required`)
     }

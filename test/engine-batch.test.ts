@@ -16,6 +16,7 @@ import fc from 'fast-check'
 import Fastify, { type FastifyInstance } from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import authzCache from '../lib/index.js'
+import type { AuthzKind } from '../lib/check-types.js'
 import { AuthzCache } from '../lib/cache.js'
 import type { CacheOptions } from '../lib/options.js'
 import { BATCH_CONCURRENCY } from '../lib/engine/loads.js'
@@ -443,11 +444,11 @@ for (const shape of ['synchronously', 'after an await'] as const) {
 async function batchApp (t: Test, resolvers: AnyResolvers, extra: Record<string, unknown> = {}): Promise<{ app: FastifyInstance, headers: { authorization: string } }> {
   const { app, auth } = await buildApp(t, { resolvers: resolvers as Record<string, ResolverSpec>, ...extra }, (app) => {
     app.post('/decisions', async (request) => {
-      const { kind, ids } = request.body as { kind: string, ids: string[] }
+      const { kind, ids } = request.body as { kind: AuthzKind, ids: string[] }
       return { decisions: Object.fromEntries(await request.authz.decisions(kind, ids)) }
     })
     app.post('/filter', async (request) => {
-      const { kind, ids, requirement } = request.body as { kind: string, ids: string[], requirement?: { access?: string, role?: string } }
+      const { kind, ids, requirement } = request.body as { kind: AuthzKind, ids: string[], requirement?: { access?: string, role?: string } }
       return { ids: await request.authz.filter(kind, ids, requirement) }
     })
   })

@@ -63,6 +63,14 @@ app.get('/r/:id', async (request) => {
   // @ts-expect-error: a check names a kind
   await request.authz.check({ access: 'read' })
   expectType<Map<string, Decision>>(await request.authz.decisions('generation', ['g1', 'g2']))
+  // a misspelled kind does not compile
+  // @ts-expect-error: 'generaton' is not a kind
+  await request.authz.can('generaton', 'g1', { access: 'read' })
+  // @ts-expect-error: 'generaton' is not a kind
+  await request.authz.decision('generaton', 'g1')
+  // @ts-expect-error: 'generaton' is not a kind
+  await request.authz.filter('generaton', ['g1'])
+  expectType<boolean>(await request.authz.can('document', 'd1'))
   expectType<string[]>(await request.authz.filter('generation', ['g1', 'g2'], { access: 'read' }))
   return 'ok'
 })
