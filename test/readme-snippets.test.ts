@@ -48,7 +48,7 @@ declare const projectId: string
 declare const teamId: string
 declare const id: string
 declare const ids: string[]
-declare const kind: string
+declare const kind: 'generation'
 declare const fresh: boolean
 declare const decision: ReadmeDecision
 declare const profile: Record<string, unknown>
