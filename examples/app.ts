@@ -24,8 +24,10 @@ export const ADMIN_SUBJECT = exampleUuid('user', 0)
 export interface ExampleAppOptions {
   /** PostgreSQL connection string; absent: embedded PGlite. */
   databaseUrl?: string
-  /** PostgreSQL schema for the example's tables (dropped and recreated). Default `authz_example`. */
+  /** PostgreSQL schema for the example's tables. Default `authz_example`. */
   schema?: string
+  /** Recreate and re-seed the schema even when it exists (./db.ts). Default false. */
+  reseed?: boolean
   /** Drop that schema again when the database is closed (tests). Default false. */
   dropSchemaOnClose?: boolean
   /** HS256 secret of @fastify/jwt. Default DEV_JWT_SECRET. */
@@ -89,7 +91,7 @@ export async function notificationsApplied (app: FastifyInstance, db: Database, 
 
 /** Builds the example app on a fresh, seeded database. The caller closes both (`app.close()`, `db.close()`). */
 export async function buildExampleApp (opts: ExampleAppOptions = {}): Promise<ExampleApp> {
-  const db = await openDatabase({ databaseUrl: opts.databaseUrl, schema: opts.schema, dropSchemaOnClose: opts.dropSchemaOnClose })
+  const db = await openDatabase({ databaseUrl: opts.databaseUrl, schema: opts.schema, reseed: opts.reseed, dropSchemaOnClose: opts.dropSchemaOnClose })
   const app = Fastify({ logger: opts.logger ?? false })
   try {
     // fast-jwt's verify cache: a repeated token is not verified again, so a cached check costs microseconds.

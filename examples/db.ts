@@ -9,8 +9,6 @@
  * `authz_example`) that is dropped and recreated at start, so nothing else
  * in that database is touched.
  */
-import { PGlite } from '@electric-sql/pglite'
-import pg from 'pg'
 import type { PostgresOptions } from '../lib/options.js'
 import { TRIGGER_FUNCTION_SQL, triggerSql } from '../lib/postgres-sql.js'
 
@@ -33,8 +31,15 @@ export interface Database {
 export interface OpenDatabaseOptions {
   /** PostgreSQL connection string; absent: embedded PGlite. */
   databaseUrl?: string
-  /** Schema holding the example's tables (dropped and recreated at start). Default `authz_example`. */
+  /** Schema holding the example's tables. Default `authz_example`. */
   schema?: string
+  /**
+   * Drop and recreate the schema even when it exists (its data is lost).
+   * Default false: a schema that exists is used as it is, so several
+   * instances can share one database and a restart keeps what changed.
+   * The example server sets it from `EXAMPLE_RESEED=1`.
+   */
+  reseed?: boolean
   /** Drop the schema again on `close()` (PostgreSQL only; PGlite is in memory anyway). Default false. */
   dropSchemaOnClose?: boolean
   /** Insert the sample data. Default true. */
@@ -185,14 +190,29 @@ async function seed (db: Database): Promise<void> {
 
 const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/
 
-/** Opens the database (PGlite, or PostgreSQL with `databaseUrl`), (re)creates the schema and seeds it. */
+/** A package the example needs for `what`, or an error saying how to install it. */
+async function importOrExplain<T> (name: string, what: string): Promise<T> {
+  try {
+    return await import(name) as T
+  } catch (error) {
+    throw new Error(`${what} needs the ${name} package: npm install ${name}`, { cause: error })
+  }
+}
+
+/** Opens the database (PGlite, or PostgreSQL with `databaseUrl`); creates the schema and seeds it unless it exists (`reseed` recreates it). */
 export async function openDatabase (options: OpenDatabaseOptions = {}): Promise<Database> {
   const schema = options.schema ?? DEFAULT_SCHEMA
   if (!SCHEMA_NAME.test(schema)) throw new TypeError(`schema must match ${SCHEMA_NAME}, got ${JSON.stringify(schema)}`)
   const db = options.databaseUrl === undefined || options.databaseUrl === ''
     ? await openPglite(schema)
-    : openPostgres(options.databaseUrl, schema, options.dropSchemaOnClose === true)
+    : await openPostgres(options.databaseUrl, schema, options.dropSchemaOnClose === true)
   try {
+    const { rows } = await db.query('SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2', [schema, 'generations'])
+    if (rows.length > 0 && options.reseed !== true) {
+      // Another instance (or an earlier run) set it up: use it as it is.
+      await db.query(`SET search_path TO ${schema}`)
+      return db
+    }
     // The same statements on both backends: a fresh schema, searched first.
     await db.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
     await db.query(`CREATE SCHEMA ${schema}`)
@@ -210,6 +230,8 @@ export async function openDatabase (options: OpenDatabaseOptions = {}): Promise<
 }
 
 async function openPglite (schema: string): Promise<Database> {
+  // Loaded on use: an installed package runs `perf` with whichever database the machine has.
+  const { PGlite } = await importOrExplain<typeof import('@electric-sql/pglite')>('@electric-sql/pglite', 'the embedded database (or set DATABASE_URL)')
   const pglite = await PGlite.create()
   let closed = false
   return {
@@ -230,7 +252,8 @@ async function openPglite (schema: string): Promise<Database> {
   }
 }
 
-function openPostgres (databaseUrl: string, schema: string, dropSchemaOnClose: boolean): Database {
+async function openPostgres (databaseUrl: string, schema: string, dropSchemaOnClose: boolean): Promise<Database> {
+  const { default: pg } = await importOrExplain<typeof import('pg')>('pg', 'DATABASE_URL')
   // Every pooled connection searches the example's schema first.
   const pool = new pg.Pool({ connectionString: databaseUrl, options: `-c search_path=${schema}`, max: 10 })
   // An idle client that loses its connection must not crash the process.

@@ -58,6 +58,8 @@ export interface PerfOptions {
    * 0 measures from a cold cache.
    */
   warmup?: number
+  /** PostgreSQL (schema `authz_perf`, recreated, dropped afterwards) instead of the embedded PGlite. */
+  databaseUrl?: string
 }
 
 export interface PerfResult {
@@ -294,6 +296,10 @@ export async function measure (options: PerfOptions, out: (line: string) => void
   const everAsked = new Set<string>()
   let firstEver = 0
   const { app, db } = await buildExampleApp({
+    databaseUrl: options.databaseUrl,
+    schema: 'authz_perf',
+    reseed: true,
+    dropSchemaOnClose: true,
     preset: options.config,
     latencyMs: options.latencyMs,
     batch: options.batching ?? true,

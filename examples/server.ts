@@ -17,6 +17,8 @@ const jwtSecret = process.env.JWT_SECRET === undefined || process.env.JWT_SECRET
 
 const { app, db, tokens, ids } = await buildExampleApp({
   databaseUrl: process.env.DATABASE_URL,
+  // An existing schema is used as it is (several instances share it); EXAMPLE_RESEED=1 recreates it.
+  reseed: process.env.EXAMPLE_RESEED === '1',
   redisUrl: process.env.REDIS_URL,
   jwtSecret,
   logger: { level: process.env.LOG_LEVEL ?? 'info' }

@@ -525,3 +525,22 @@ test('GET /projects/:projectId/generations: a cold list of 50 is one backend que
     await app.close()
   }
 })
+
+test('instances share the example schema: a second start keeps the data and the running app keeps working; EXAMPLE_RESEED recreates it', { skip: 'reason' in postgres ? postgres.reason : false }, async (t) => {
+  const { url } = postgres as { url: string }
+  const schema = `authz_example_shared_${process.pid}`
+  const first = await start(t, { databaseUrl: url, schema })
+  const { http, tokens, ids } = first
+  const g1 = ids.generations.trailerShot1
+  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.alice })).status, 200)
+  // A change the sample data does not have: carol leaves Studio.
+  t.equal((await http('DELETE', `/teams/${ids.teams.studio}/members/${ids.users.carol}`, { token: tokens.alice })).status, 200)
+
+  const second = await start(t, { databaseUrl: url, schema })
+  t.equal((await second.http('GET', `/generations/${g1}`, { token: tokens.carol })).status, 403, 'the second instance sees the change: nothing was re-seeded')
+  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.alice })).status, 200, 'the first instance still answers (its tables were not dropped)')
+  t.equal((await http('GET', `/generations/${g1}`, { token: tokens.carol })).status, 403)
+
+  const third = await start(t, { databaseUrl: url, schema, reseed: true, dropSchemaOnClose: true })
+  t.equal((await third.http('GET', `/generations/${g1}`, { token: tokens.carol })).status, 200, 'reseed: the sample data again, carol back in Studio')
+})
