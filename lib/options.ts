@@ -141,6 +141,19 @@ export interface CacheOptions extends Partial<PresetValues> {
   now?: () => number
   /** Random source in [0, 1) for TTL jitter, for tests. Default `Math.random`. */
   random?: () => number
+  /**
+   * The engine used without Fastify (`new AuthzCache`): a pino logger (or
+   * any logger with `info` and `error`) for what the plugin logs through
+   * Fastify's: invalidations at info, resolver failures at error. Default:
+   * silent. The plugin ignores it and uses Fastify's logger.
+   */
+  logger?: EngineLogger
+}
+
+/** What the engine logs through: pino's `info(obj, msg)` and `error(obj, msg)`. */
+export interface EngineLogger {
+  info (obj: object, msg: string): void
+  error (obj: object, msg: string): void
 }
 
 /** Cache options after presets, defaults and validation. */
@@ -151,6 +164,7 @@ export interface ResolvedCacheOptions extends PresetValues {
   maxIdLength: number
   now: () => number
   random: () => number
+  logger: EngineLogger | undefined
 }
 
 function fail (name: string, why: string): never {
@@ -179,6 +193,15 @@ function checkNumber (name: string, value: unknown, min: number, max: number, ex
 function checkBoolean (name: string, value: unknown): boolean {
   if (typeof value !== 'boolean') fail(name, `must be a boolean, got ${describe(value)}`)
   return value
+}
+
+function checkLogger (logger: unknown): EngineLogger | undefined {
+  if (logger === undefined) return undefined
+  const l = logger as Partial<EngineLogger> | null
+  if (l === null || typeof l !== 'object' || typeof l.info !== 'function' || typeof l.error !== 'function') {
+    fail('logger', `must be a pino logger (with info and error), got ${describe(logger)}`)
+  }
+  return logger as EngineLogger
 }
 
 /** A resolver as the engine keeps it: `{ one?, many? }` with at least one, each a function. */
@@ -226,7 +249,7 @@ export function checkKindName (name: string, kind: string): string {
 
 /** Every key of `CacheOptions`: `resolveCacheOptions` rejects any other name. */
 const CACHE_OPTION_NAMES: ReadonlySet<string> = new Set<string>([
-  'preset', 'resolvers', 'maxIdLength', 'now', 'random', ...Object.keys(presets.development)
+  'preset', 'resolvers', 'maxIdLength', 'now', 'random', 'logger', ...Object.keys(presets.development)
 ])
 
 /** Names of the cache options, so the plugin can tell its own from the engine's. */
@@ -280,7 +303,8 @@ export function resolveCacheOptions (options: CacheOptions = {}): ResolvedCacheO
     maxBatchSize: checkInteger('maxBatchSize', pick('maxBatchSize'), 1, 10_000),
     maxIdLength: checkInteger('maxIdLength', options.maxIdLength ?? DEFAULT_MAX_ID_LENGTH, 1, 65_536),
     now: options.now === undefined ? Date.now : checkFunction('now', options.now),
-    random: options.random === undefined ? Math.random : checkFunction('random', options.random)
+    random: options.random === undefined ? Math.random : checkFunction('random', options.random),
+    logger: checkLogger(options.logger)
   }
 }
 

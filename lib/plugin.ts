@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyRequest } from 'fastif
 import { adminRoutes } from './admin.js'
 import { Identity } from './checks.js'
 import { FST_AUTHZ_OPTIONS } from './errors.js'
+import { loggingObserver } from './engine/engine.js'
 import { AuthzManager } from './manager.js'
 import { resolvePluginOptions, type PluginOptionsBase } from './options.js'
 import { registerMetrics, type RegisteredMetrics } from './metrics.js'
@@ -30,14 +31,7 @@ async function authzCache (fastify: FastifyInstance, options: PluginOptionsBase)
   const log = fastify.log.child({ plugin: 'fastify-authz-cache' })
   const identity = new Identity(o.authenticate, o.getUserId, o.maxIdLength)
   const manager = new AuthzManager(o.cache, identity, o.roles)
-  manager.observer = {
-    invalidated (request, removed, origin) {
-      log.info({ authzInvalidation: request, removed, origin }, 'authz cache invalidated')
-    },
-    loaderFailed (kind, id, userId, error) {
-      log.error({ kind, id, userId, err: error }, 'authz resolver failed; the check is denied with 503 and nothing is cached')
-    }
-  }
+  manager.observer = loggingObserver(log)
   const redis = o.redis === undefined ? undefined : await connectRedis(manager, o.redis, log)
   let postgres: PostgresFeed | undefined
   try {

@@ -7,6 +7,7 @@
 import diagnostics from 'node:diagnostics_channel'
 import { readFileSync } from 'node:fs'
 import { test } from 'tap'
+import pino from 'pino'
 import { Registry } from 'prom-client'
 import { AuthzCache } from '../lib/cache.js'
 import { BUS_CHANNEL, INVALIDATE_CHANNEL, LOAD_CHANNEL, type BusMessage, type InvalidateMessage, type LoadMessage } from '../lib/telemetry.js'
@@ -193,4 +194,21 @@ test('the Grafana dashboard queries only metrics the cache exposes', async (t) =
   withFeed.close()
   const missing = [...queried].filter((name) => !known.has(name) && !(url === false && name.startsWith('authz_cache_redis_')))
   t.same(missing, [], 'every queried metric exists')
+})
+
+test('the engine alone logs through a pino logger: resolver failures at error, invalidations at info; a bad logger fails', async (t) => {
+  const lines: Array<Record<string, unknown>> = []
+  const logger = pino({ level: 'info' }, { write: (line: string) => { lines.push(JSON.parse(line) as Record<string, unknown>) } })
+  const cache = new AuthzCache({ logger, cleanupIntervalSeconds: 0, resolvers: { generation: async () => { throw new Error('db down') } } })
+  t.teardown(() => cache.close())
+  await t.rejects(cache.getOrLoad('generation', U1, G1), { code: 'FST_AUTHZ_RESOLVER_FAILED' })
+  cache.invalidateUserData(U1)
+  t.same(lines.map((l) => [l.level, l.msg]), [
+    [50, 'authz resolver failed; the check is denied with 503 and nothing is cached'],
+    [30, 'authz cache invalidated']
+  ])
+  t.same({ kind: lines[0].kind, id: lines[0].id, userId: lines[0].userId }, { kind: 'generation', id: G1, userId: U1 })
+  t.match(lines[0].err, { message: 'db down' })
+  t.same(lines[1].authzInvalidation, { userId: U1 })
+  t.throws(() => new AuthzCache({ logger: { info: () => {} } as never }), { code: 'FST_AUTHZ_OPTIONS', message: /logger/ })
 })

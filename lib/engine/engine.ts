@@ -15,6 +15,7 @@ import {
   isPlainObject,
   resolveCacheOptions,
   type CacheOptions,
+  type EngineLogger,
   type ResolvedCacheOptions
 } from '../options.js'
 import type { CacheLookup, CacheStats, Decision, EvictionStats, PostgresStats, InvalidationRequest, Resolver, WarmEntry } from '../types.js'
@@ -49,6 +50,18 @@ export const MIN_PREDICTOR_BYTES = 256 * 1024
 export interface CacheObserver {
   invalidated? (request: InvalidationRequest, removed: number, origin: 'local' | 'remote'): void
   loaderFailed? (kind: string, id: string, userId: string, error: Error): void
+}
+
+/** The observer that logs what the plugin logs (the plugin with Fastify's logger, the engine with its `logger` option). */
+export function loggingObserver (log: EngineLogger): CacheObserver {
+  return {
+    invalidated (request, removed, origin) {
+      log.info({ authzInvalidation: request, removed, origin }, 'authz cache invalidated')
+    },
+    loaderFailed (kind, id, userId, error) {
+      log.error({ kind, id, userId, err: error }, 'authz resolver failed; the check is denied with 503 and nothing is cached')
+    }
+  }
 }
 
 /**
@@ -92,6 +105,7 @@ export class Engine {
   constructor (options: CacheOptions = {}) {
     const o = resolveCacheOptions(options)
     this.options = Object.freeze(o)
+    if (o.logger !== undefined) this.observer = loggingObserver(o.logger)
     this.#now = o.now
     this.#random = o.random
     this.#negativeTtlMs = o.negativeTtlSeconds * 1000
