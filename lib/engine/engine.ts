@@ -25,7 +25,7 @@ import { Entry, NO_TAGS, type KindHandle, type KindState } from './entry.js'
 import { TinyLfuPolicy } from './eviction.js'
 import { applyPlan, planInvalidation } from './invalidation.js'
 import { Kinds } from './kinds.js'
-import { Loads, type Load, type LoadHost } from './loads.js'
+import { BATCH_CONCURRENCY, Loads, Turns, type Load, type LoadHost } from './loads.js'
 import { BUDGET_SHARE, MAX_BUDGET_BYTES, Predictor, type Follower } from './predictor.js'
 import { callBatchResolver, callResolver, isStringArray, validateAnswer } from './resolver-call.js'
 import type { Delivery, FeedHandle, SharedHandle, SharedLayer } from './shared.js'
@@ -37,6 +37,8 @@ import { MAX_COUNT, type FrequencySketch } from './sketch.js'
 
 const MB = 1024 * 1024
 
+/** Most ids one batch check takes (`getOrLoadMany`, `decisions`, `filter`); more is a 400. */
+export const MAX_IDS_PER_BATCH_CHECK = 1000
 /** Batch checks of a kind without `many` fan out to `one`, this many calls at a time. */
 export const FAN_OUT_CONCURRENCY = 8
 /** Predictions after one miss: at most this many decisions, in one `many` call per kind and `maxBatchSize` ids. */
@@ -45,6 +47,9 @@ export const PREDICTIONS_PER_MISS = 128
 export const PREDICTIONS_PER_MISS_WITHOUT_MANY = 4
 /** The smallest predictor budget worth keeping (`maxSizeMb` of 8 and more): below it, predictive warming is off. */
 export const MIN_PREDICTOR_BYTES = 256 * 1024
+
+/** A predicted load to start: the id, its key for this user, and the follower that predicted it. */
+interface PredictedItem { id: string, key: string, prediction: Follower }
 
 /** Observers the Fastify layer uses for logging. */
 export interface CacheObserver {
@@ -135,14 +140,16 @@ export class Engine {
     const timeoutMs = this.options.loaderTimeoutMs
     return {
       get shared () { return cache.#shared },
+      get closed () { return cache.#closed },
       now: this.#now,
       call: (load, call) => traced(() => ({ cache, kind: load.kind.name, userId: load.userId, ids: [load.id], batch: false }),
         () => callResolver(load.kind, timeoutMs, this.#stats, call, (error) => this.#failed(load, error))),
       callMany: (loads, call) => {
+        // The answers are read by these ids: the resolver and the subscribers get copies, so changing theirs moves nothing.
         const ids = loads.map((load) => load.id)
         // A failure of the whole call names the batch; one id's bad answer names that id.
-        return traced(() => ({ cache, kind: loads[0].kind.name, userId: loads[0].userId, ids, batch: true }),
-          () => callBatchResolver(loads[0].kind, ids, timeoutMs, this.#stats, (signal) => call(ids, signal),
+        return traced(() => ({ cache, kind: loads[0].kind.name, userId: loads[0].userId, ids: ids.slice(), batch: true }),
+          () => callBatchResolver(loads[0].kind, ids, timeoutMs, this.#stats, (signal) => call(ids.slice(), signal),
             (error, index) => index === undefined ? this.#failed(loads[0], error, ids.length) : this.#failed(loads[index], error)))
       },
       accept: (kind, raw) => validateAnswer(kind.validation, raw),
@@ -245,7 +252,7 @@ export class Engine {
     const fn = resolver ?? state.resolver
     if (fn === undefined) return Promise.reject(new FST_AUTHZ_UNKNOWN_KIND(JSON.stringify(state.name)))
     const loaded = this.#loads.join(state, id, userId, fresh, (signal) => fn({ kind: state.name, userId, id, signal }))
-    if (this.#predictor !== undefined && resolver === undefined) this.#predict(state, id, userId)
+    if (this.#predictor !== undefined && resolver === undefined && state.name !== 'profile') this.#predict(state, id, userId)
     return loaded
   }
 
@@ -264,6 +271,8 @@ export class Engine {
     this.checkId('userId', userId)
     if (state.name === 'profile') throw new FST_AUTHZ_BAD_ID('profile', 'a profile has no ids to batch: use profile()')
     if (!Array.isArray(ids)) throw new FST_AUTHZ_BAD_ID(`${state.name} ids`, `expected an array of ids, got ${describe(ids)}`)
+    // Every id of a check is in flight at once, and each invalidation looks at every load in flight: a check is bounded.
+    if (ids.length > MAX_IDS_PER_BATCH_CHECK) throw new FST_AUTHZ_BAD_ID(`${state.name} ids`, `at most ${MAX_IDS_PER_BATCH_CHECK} ids per batch check, got ${ids.length}`)
     // Each id is read once, checked, and that copy is used: an array whose items change between reads cannot slip one past the check.
     const list: string[] = new Array(ids.length)
     for (let i = 0; i < list.length; i++) list[i] = this.checkId(`${state.name} id`, ids[i])
@@ -294,7 +303,7 @@ export class Engine {
    */
   loadMany (kind: KindHandle, userId: string, ids: string[]): Promise<unknown[]> {
     const state = kind as KindState
-    if (this.#predictor !== undefined) {
+    if (this.#predictor !== undefined && state.name !== 'profile') {
       const now = this.#now()
       for (const id of ids) this.#predictor.missed(state, id, userId, now, true, 0)
     }
@@ -311,8 +320,11 @@ export class Engine {
     const worker = async (): Promise<void> => {
       while (next < ids.length && !failed) {
         const i = next++
+        const id = ids[i]
+        const one = state.resolver as Resolver
         try {
-          values[i] = await this.load(state, ids[i], userId)
+          // Not load(): the batch was learned as a batch, and its ids set off no predictions of their own.
+          values[i] = await this.#loads.join(state, id, userId, false, (signal) => one({ kind: state.name, userId, id, signal }))
         } catch (error) {
           failed = true
           throw error
@@ -335,38 +347,41 @@ export class Engine {
       ? predictor.missed(state, id, userId, this.#now(), false, PREDICTIONS_PER_MISS)
       : predictor.followersOf(state, id, PREDICTIONS_PER_MISS)
     if (followers.length === 0 || this.#closed) return
-    let batch: Array<{ id: string, key: string, prediction: Follower }> | undefined
-    let batchKind: KindState | undefined
+    // The user's tokens bound what all predictions cost: PREDICTIONS_PER_MISS per real miss, chains included.
+    const tokens = predictor.tokens(userId)
+    let budget = tokens
     let singles = 0
+    const byKind = new Map<KindState, PredictedItem[]>()
     for (const follower of followers) {
+      if (budget === 0) break
       const kind = follower.kind
-      if (kind.resolver === undefined || kind.index.entry(follower.id, userId) !== undefined) continue
+      // A profile's id is its user: it is never predicted (nor learned), so no user's load carries another's id.
+      if (kind.resolver === undefined || kind.name === 'profile' || kind.index.entry(follower.id, userId) !== undefined) continue
       const key = kind.keyOf(follower.id, userId)
       if (this.#loads.has(key)) continue
       if (kind.many !== undefined) {
-        // One batch call per kind: the first kind predicted with `many` gets it, others flush as they come.
-        if (batchKind !== kind) {
-          if (batch !== undefined) this.#startPredicted(batchKind as KindState, userId, batch)
-          batch = []
-          batchKind = kind
-        }
-        (batch as Array<{ id: string, key: string, prediction: Follower }>).push({ id: follower.id, key, prediction: follower })
+        let items = byKind.get(kind)
+        if (items === undefined) byKind.set(kind, items = [])
+        items.push({ id: follower.id, key, prediction: follower })
+        budget--
       } else if (singles < PREDICTIONS_PER_MISS_WITHOUT_MANY) {
         singles++
+        budget--
         const resolver = kind.resolver
         const load = this.#loads.start(kind, follower.id, userId, key,
           (signal) => resolver({ kind: kind.name, userId, id: follower.id, signal }), false, follower)
         load.promise.catch(() => {})
       }
     }
-    if (batch !== undefined) this.#startPredicted(batchKind as KindState, userId, batch)
-  }
-
-  #startPredicted (kind: KindState, userId: string, items: Array<{ id: string, key: string, prediction: Follower }>): void {
-    const many = kind.many as NonNullable<KindState['many']>
-    const call = (ids: string[], signal: AbortSignal): unknown => many({ kind: kind.name, userId, ids, signal })
-    for (let from = 0; from < items.length; from += this.options.maxBatchSize) {
-      for (const load of this.#loads.startMany(kind, userId, items.slice(from, from + this.options.maxBatchSize), call)) load.promise.catch(() => {})
+    predictor.spend(userId, tokens - budget)
+    // One batch call per kind and maxBatchSize ids, BATCH_CONCURRENCY calls at a time across them.
+    const turns = new Turns(BATCH_CONCURRENCY)
+    for (const [kind, items] of byKind) {
+      const many = kind.many as NonNullable<KindState['many']>
+      const call = (ids: string[], signal: AbortSignal): unknown => many({ kind: kind.name, userId, ids, signal })
+      for (let from = 0; from < items.length; from += this.options.maxBatchSize) {
+        for (const load of this.#loads.startMany(kind, userId, items.slice(from, from + this.options.maxBatchSize), call, turns)) load.promise.catch(() => {})
+      }
     }
   }
 
@@ -379,7 +394,11 @@ export class Engine {
     Predictor.used(entry.prediction as Follower)
     entry.prediction = undefined
     this.#stats.predictionsUsed++
-    if (!this.#inBatch && entry.kind.resolver !== undefined) this.#predict(entry.kind, entry.id, entry.userId, false)
+    // After the hit returns: a hit never waits on the predictions it sets off.
+    if (!this.#inBatch && entry.kind.resolver !== undefined && this.#predictor !== undefined) {
+      const { kind, id, userId } = entry
+      setImmediate(() => { if (!this.#closed) this.#predict(kind, id, userId, false) })
+    }
   }
 
   #failed (load: Load, error: Error, batch = 1): void {

@@ -22,6 +22,7 @@
  * its own exactly as a single load, so an invalidation of one id during the
  * batch keeps only that id out of the cache.
  */
+import { FST_AUTHZ_RESOLVER_FAILED } from '../errors.js'
 import type { SharedLayer } from './shared.js'
 import type { KindState } from './entry.js'
 import { Predictor, type Follower } from './predictor.js'
@@ -59,6 +60,8 @@ export interface Load {
 /** What a load needs from the rest of the engine. */
 export interface LoadHost {
   readonly shared: SharedLayer | undefined
+  /** True once the cache is closed. */
+  readonly closed: boolean
   now (): number
   /** The resolver call and the check of its answer (rejects with a 503 error). */
   call (load: Load, call: Call): Promise<Accepted>
@@ -80,11 +83,11 @@ interface SharedAnswer {
   expiresAt: number | undefined
 }
 
-/** Batch calls of one batch check running at once. */
+/** Batch calls of one batch check (or of one miss's predictions) running at once. */
 export const BATCH_CONCURRENCY = 4
 
 /** A counting semaphore: at most `size` holders at a time, served in order. */
-class Turns {
+export class Turns {
   #free: number
   readonly #waiting: Array<() => void> = []
 
@@ -163,48 +166,56 @@ export class Loads {
   /**
    * The values of many ids of one kind and one user, in the order of `ids`
    * (which must be distinct and valid): joins the loads in flight and starts
-   * the others as batches of at most `maxBatch` ids (`startMany`). An id
+   * the others as batches of at most `maxBatch` ids (`startMany`),
+   * BATCH_CONCURRENCY batches at a time. An id
    * whose load was fenced by an invalidation this caller arrived after is
    * loaded again, as in `join`. Rejects with the first failure.
    */
   async joinMany (kind: KindState, userId: string, ids: string[], call: ManyCall, maxBatch: number): Promise<unknown[]> {
     const values: unknown[] = new Array(ids.length)
-    let pending: number[] = ids.map((_id, i) => i)
-    while (pending.length > 0) {
-      const joinedAt = this.#seq
-      const loads: Load[] = new Array(pending.length)
-      const joined: boolean[] = new Array(pending.length)
-      const missing: Array<{ id: string, key: string }> = []
-      const missingAt: number[] = []
-      for (let j = 0; j < pending.length; j++) {
-        const id = ids[pending[j]]
-        const key = kind.keyOf(id, userId)
-        const load = this.#inflight.get(key)
-        joined[j] = load !== undefined
-        if (load !== undefined) {
-          this.#coalesce(load)
-          loads[j] = load
-        } else {
-          missing.push({ id, key })
-          missingAt.push(j)
-        }
-      }
-      // Every id is in flight at once (joinable); the calls go BATCH_CONCURRENCY at a time, so a long list never floods the backend.
-      const turns = new Turns(BATCH_CONCURRENCY)
-      for (let from = 0; from < missing.length; from += maxBatch) {
-        const started = this.startMany(kind, userId, missing.slice(from, from + maxBatch), call, turns)
-        for (let k = 0; k < started.length; k++) loads[missingAt[from + k]] = started[k]
-      }
-      const answered = await Promise.all(loads.map((load) => load.promise))
-      const again: number[] = []
-      for (let j = 0; j < pending.length; j++) {
-        const load = loads[j]
-        if (load.fencedAt > joinedAt && !(joined[j] && load.refused)) values[pending[j]] = answered[j]
-        else again.push(pending[j])
-      }
-      pending = again
+    // In waves of BATCH_CONCURRENCY calls: a long list never floods the backend, and an id is in flight
+    // (joinable by single checks) only once its call is made, so no check waits on a queue of calls.
+    const wave = maxBatch * BATCH_CONCURRENCY
+    for (let from = 0; from < ids.length; from += wave) {
+      let pending: number[] = []
+      for (let i = from; i < Math.min(ids.length, from + wave); i++) pending.push(i)
+      while (pending.length > 0) pending = await this.#joinWave(kind, userId, ids, pending, values, call, maxBatch)
     }
     return values
+  }
+
+  /** Joins or starts the loads of `pending` (indexes into `ids`), stores their values; answers the indexes to load again (fenced). */
+  async #joinWave (kind: KindState, userId: string, ids: string[], pending: number[], values: unknown[], call: ManyCall, maxBatch: number): Promise<number[]> {
+    const joinedAt = this.#seq
+    const loads: Load[] = new Array(pending.length)
+    const joined: boolean[] = new Array(pending.length)
+    const missing: Array<{ id: string, key: string }> = []
+    const missingAt: number[] = []
+    for (let j = 0; j < pending.length; j++) {
+      const id = ids[pending[j]]
+      const key = kind.keyOf(id, userId)
+      const load = this.#inflight.get(key)
+      joined[j] = load !== undefined
+      if (load !== undefined) {
+        this.#coalesce(load)
+        loads[j] = load
+      } else {
+        missing.push({ id, key })
+        missingAt.push(j)
+      }
+    }
+    for (let from = 0; from < missing.length; from += maxBatch) {
+      const started = this.startMany(kind, userId, missing.slice(from, from + maxBatch), call)
+      for (let k = 0; k < started.length; k++) loads[missingAt[from + k]] = started[k]
+    }
+    const answered = await Promise.all(loads.map((load) => load.promise))
+    const again: number[] = []
+    for (let j = 0; j < pending.length; j++) {
+      const load = loads[j]
+      if (load.fencedAt > joinedAt && !(joined[j] && load.refused)) values[pending[j]] = answered[j]
+      else again.push(pending[j])
+    }
+    return again
   }
 
   /**
@@ -233,6 +244,8 @@ export class Loads {
 
   /** Starts a load (also the background refresh of a hot entry). */
   start (kind: KindState, id: string, userId: string, key: string, call: Call, fresh = false, prediction?: Follower): Load {
+    // A fresh load is the newest answer: an older load of the key still running (a prediction, a refresh) must not store after it.
+    if (fresh) this.fenceKey(key)
     const load = this.#create(kind, id, userId, key, fresh, prediction)
     this.#track(load, this.#run(load, call))
     return load
@@ -288,6 +301,12 @@ export class Loads {
   /** The L2 reads of a batch, one call for the ids L2 did not answer, and each id finished on its own. */
   async #runMany (loads: Load[], call: ManyCall, turns: Turns | undefined): Promise<Array<PromiseSettledResult<unknown>>> {
     if (turns !== undefined) await turns.take()
+    if (this.#host.closed) {
+      // The cache closed while this call waited for its turn: nothing it answered could be stored, and the backend is spared.
+      turns?.give()
+      const reason = new FST_AUTHZ_RESOLVER_FAILED(loads[0].kind.name, { cause: new Error('the cache was closed before the batch call') })
+      return loads.map((): PromiseSettledResult<unknown> => ({ status: 'rejected', reason }))
+    }
     let reads: SharedAnswer[]
     let answers: Array<Accepted | Error> = []
     let failure: unknown

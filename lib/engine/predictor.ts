@@ -41,6 +41,8 @@ interface Source {
 interface Recent {
   key: string
   at: number
+  /** Predicted loads this user may still start: each real miss adds the per-miss budget (up to twice it), each predicted load takes one. */
+  tokens: number
 }
 
 /** A miss by the same user this long after another follows it. */
@@ -51,6 +53,9 @@ export const MAX_FOLLOWERS = 128
 export const MIN_COUNT = 1
 /** Counts saturate here, so that a long-useful follower still falls within a few wasted predictions once it stops being useful. */
 export const MAX_FOLLOWER_COUNT = 64
+/** Ids longer than this are neither learned nor predicted: they would let one source outgrow the table's budget. */
+export const MAX_LEARNED_ID_LENGTH = 256
+
 /** Share of `maxSizeMb` the table may take, at most `MAX_BUDGET_BYTES`. */
 export const BUDGET_SHARE = 1 / 32
 export const MAX_BUDGET_BYTES = 16 * 1024 * 1024
@@ -98,11 +103,14 @@ export class Predictor {
 
   /**
    * A check of `userId` missed (kind, id) at `now`: learns it as a follower
-   * of the user's source, and, unless `batch`, makes it the user's source.
-   * Answers the followers to predict for the user after this miss (strongest
-   * first, at most `limit`), or none.
+   * of the user's source, and, unless `batch`, makes it the user's source
+   * and adds `limit` to the user's tokens (at most twice `limit`). Answers
+   * the followers to predict for the user after this miss (strongest first,
+   * at most `limit`), or none. Ids longer than MAX_LEARNED_ID_LENGTH are
+   * ignored.
    */
   missed (kind: KindState, id: string, userId: string, now: number, batch: boolean, limit: number): Follower[] {
+    if (id.length > MAX_LEARNED_ID_LENGTH || userId.length > MAX_LEARNED_ID_LENGTH) return NONE
     const key = addressKey(kind, id)
     const recent = this.#recent.get(userId)
     if (recent !== undefined && now - recent.at <= FOLLOW_WINDOW_MS && recent.key !== key) {
@@ -110,12 +118,13 @@ export class Predictor {
     }
     if (batch) return NONE
     if (recent === undefined) {
-      this.#recent.set(userId, { key, at: now })
+      this.#recent.set(userId, { key, at: now, tokens: limit })
       this.#userBytes += RECENT_OVERHEAD_BYTES + (userId.length + key.length) * 2
     } else {
       this.#userBytes += (key.length - recent.key.length) * 2
       recent.key = key
       recent.at = now
+      recent.tokens = Math.min(recent.tokens + limit, 2 * limit)
       // Most recently used last: the oldest user goes first.
       this.#recent.delete(userId)
       this.#recent.set(userId, recent)
@@ -132,6 +141,17 @@ export class Predictor {
    */
   followersOf (kind: KindState, id: string, limit: number): Follower[] {
     return this.followers(addressKey(kind, id), limit)
+  }
+
+  /** The predicted loads `userId` may still start (none for a user not in the table). */
+  tokens (userId: string): number {
+    return this.#recent.get(userId)?.tokens ?? 0
+  }
+
+  /** `userId` started `count` predicted loads. */
+  spend (userId: string, count: number): void {
+    const recent = this.#recent.get(userId)
+    if (recent !== undefined) recent.tokens = Math.max(0, recent.tokens - count)
   }
 
   private followers (key: string, limit: number): Follower[] {
