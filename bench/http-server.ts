@@ -6,7 +6,11 @@
  * Port 0 picks a free port. Every scenario serves the same route,
  * `GET /generations/:generationId/media`, with the same handler, behind
  * @fastify/jwt (`verify: { cache: true }`) and `logger: false`; only the
- * onRequest work differs. The server warms whatever cache it has for every
+ * onRequest work differs. The one exception is `plugin+handler`, outside
+ * SCENARIOS (bench/instructions.ts uses it, bench/http.ts does not): the
+ * `plugin` app whose handler also awaits
+ * `request.authz.generationAccess(id)` and answers 403 unless it grants
+ * 'read'. The server warms whatever cache it has for every
  * bench id before it reports ready: over IPC (`{ type: 'ready', port }`)
  * when forked, and as a `ready <port>` line on stdout.
  *
@@ -26,6 +30,9 @@ import type { Decision, ResolverContext } from '../lib/index.js'
 
 export const SCENARIOS = ['jwt', 'plugin', 'dedupe', 'nocache', 'plugin-bus'] as const
 export type Scenario = typeof SCENARIOS[number]
+/** Scenarios this server can run besides SCENARIOS (the ones bench/http.ts runs). */
+export const EXTRA_SCENARIOS = ['plugin+handler'] as const
+export type AnyScenario = Scenario | typeof EXTRA_SCENARIOS[number]
 
 export const JWT_SECRET = 'http-bench-secret-that-is-long-enough-for-hs256'
 export const USER_ID = 'user-4242'
@@ -54,6 +61,11 @@ export interface ServerOptions {
   redisUrl?: string
   /** `plugin-bus` only: keys go under `authz-bench:<tag>:`, the channel is `authz-bench:<tag>`. Default: random. */
   redisTag?: string
+  /**
+   * Ids warmed at once. Default: all of them. Under valgrind a thousand
+   * concurrent loads outlast the resolver timeout; the app is the same either way.
+   */
+  warmBatch?: number
 }
 
 export interface ServerStats {
@@ -85,6 +97,13 @@ async function media (request: FastifyRequest<MediaRequest>): Promise<{ generati
   return { generationId: request.params.generationId, media: 'ok' }
 }
 
+/** `plugin+handler`: the handler asks `request.authz` too, as a handler reading the decision would. */
+async function mediaWithDecision (request: FastifyRequest<MediaRequest>): Promise<{ generationId: string, media: string }> {
+  const generationId = request.params.generationId
+  if (!grantsRead(await request.authz.generationAccess(generationId))) throw forbidden()
+  return { generationId, media: 'ok' }
+}
+
 /** The same read check in the hand-written scenarios as `{ access: 'read' }` in the plugin. */
 function grantsRead (decision: Decision | null | undefined): boolean {
   return decision?.granted === true && (!Array.isArray(decision.access) || decision.access.includes('read'))
@@ -101,7 +120,7 @@ export interface BenchServer {
 }
 
 /** Builds (and warms) the app of one scenario. */
-export async function buildServer (scenario: Scenario, options: ServerOptions = {}): Promise<BenchServer> {
+export async function buildServer (scenario: AnyScenario, options: ServerOptions = {}): Promise<BenchServer> {
   const ids = generationIds(options.ids ?? DEFAULT_IDS)
   const counter = { calls: 0 }
   // The authorization backend: every bench id granted, BACKEND_MS per call.
@@ -121,7 +140,7 @@ export async function buildServer (scenario: Scenario, options: ServerOptions = 
     onRequest = function jwtOnly (request, _reply, done) {
       (request as unknown as JwtRequest).jwtVerify(undefined, (error) => { error ? done(error) : done() })
     }
-  } else if (scenario === 'plugin' || scenario === 'plugin-bus') {
+  } else if (scenario === 'plugin' || scenario === 'plugin-bus' || scenario === 'plugin+handler') {
     const tag = options.redisTag ?? randomUUID()
     const redisUrl = options.redisUrl ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
     await app.register(authzCache, {
@@ -138,7 +157,10 @@ export async function buildServer (scenario: Scenario, options: ServerOptions = 
           }
         : {})
     })
-    warm = () => Promise.all(ids.map((id) => app.authz.getOrLoad('generation', USER_ID, id)))
+    const batch = Math.max(1, options.warmBatch ?? ids.length)
+    warm = async () => {
+      for (let i = 0; i < ids.length; i += batch) await Promise.all(ids.slice(i, i + batch).map((id) => app.authz.getOrLoad('generation', USER_ID, id)))
+    }
     if (scenario === 'plugin-bus') cleanup = async () => { await deleteKeys(redisUrl, `authz-bench:${tag}:`) }
   } else if (scenario === 'dedupe') {
     const cache = createCache({ ttl: 600, storage: { type: 'memory', options: { size: Math.max(50_000, ids.length) } } })
@@ -176,18 +198,19 @@ export async function buildServer (scenario: Scenario, options: ServerOptions = 
       })
     }
   } else {
-    throw new Error(`unknown scenario ${JSON.stringify(scenario)} (known: ${SCENARIOS.join(', ')})`)
+    throw new Error(`unknown scenario ${JSON.stringify(scenario)} (known: ${[...SCENARIOS, ...EXTRA_SCENARIOS].join(', ')})`)
   }
 
+  const withPlugin = scenario === 'plugin' || scenario === 'plugin-bus' || scenario === 'plugin+handler'
   app.get<MediaRequest>(ROUTE, {
     ...(onRequest === undefined ? {} : { onRequest }),
-    config: scenario === 'plugin' || scenario === 'plugin-bus' ? { authz: { generation: 'generationId', access: 'read' } } : {}
-  }, media)
+    config: withPlugin ? { authz: { generation: 'generationId', access: 'read' } } : {}
+  }, scenario === 'plugin+handler' ? mediaWithDecision : media)
 
   await app.ready()
   await warm()
   counter.calls = 0
-  const baseline = scenario === 'plugin' || scenario === 'plugin-bus' ? app.authz.getStats() : undefined
+  const baseline = withPlugin ? app.authz.getStats() : undefined
   return { app, counter, baseline, cleanup }
 }
 
@@ -227,10 +250,11 @@ function stats (server: BenchServer, mark: Mark): ServerStats {
 interface Mark { cpu: NodeJS.CpuUsage, wall: number }
 
 async function main (): Promise<void> {
-  const scenario = process.argv[2] as Scenario
+  const scenario = process.argv[2] as AnyScenario
   const port = Number(process.argv[3] ?? 0)
-  if (!SCENARIOS.includes(scenario) || !Number.isInteger(port) || port < 0) {
-    console.error(`usage: node dist/bench/http-server.js <${SCENARIOS.join('|')}> <port>`)
+  const known: readonly string[] = [...SCENARIOS, ...EXTRA_SCENARIOS]
+  if (!known.includes(scenario) || !Number.isInteger(port) || port < 0) {
+    console.error(`usage: node dist/bench/http-server.js <${known.join('|')}> <port>`)
     process.exit(2)
   }
   const server = await buildServer(scenario, {

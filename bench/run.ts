@@ -7,8 +7,9 @@
  * Sections, in run order and in BENCHMARKS.md order: engine, memory,
  * eviction, sweep, hit-ratio (the L1 engine in process, and in child
  * processes or worker threads for memory and eviction), warming (the example
- * service under the perf workloads), then http and redis (servers and Redis
- * around it).
+ * service under the perf workloads), then http, instructions (the http
+ * scenarios' instructions per request, under callgrind) and redis (servers
+ * and Redis around it).
  *
  *   npm run bench                                  # all, then BENCHMARKS.md
  *   npm run bench -- engine memory eviction sweep  # some; BENCHMARKS.md keeps the others' last section
@@ -24,6 +25,7 @@ import * as sweep from './sweep.js'
 import * as hitRatio from './hit-ratio.js'
 import * as warming from './warming.js'
 import * as http from './http.js'
+import * as instructions from './instructions.js'
 import * as redis from './redis.js'
 import { targetsTable } from './support/format.js'
 import { packageVersions } from './support/machine.js'
@@ -104,6 +106,12 @@ async function httpSection (): Promise<Section> {
   }
 }
 
+const instructionsSection = markdownSection(instructions, {
+  name: 'instructions',
+  title: 'HTTP, counted: instructions per request under callgrind',
+  rerun: 'npm run build && node dist/bench/instructions.js [--n1 1000] [--n2 3000] [--repeats 3] [--warmup 10000]'
+}, 'callgrind, a child process per scenario and request count')
+
 async function redisSection (): Promise<Section> {
   log('Redis benchmark (propagation, L2 hit)...')
   const result = await redis.run({ log })
@@ -129,6 +137,7 @@ const RUNNERS: Record<string, () => Promise<Section>> = {
   'hit-ratio': hitRatioSection,
   warming: warmingSection,
   http: httpSection,
+  instructions: instructionsSection,
   redis: redisSection
 }
 
