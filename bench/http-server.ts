@@ -6,13 +6,15 @@
  * Port 0 picks a free port. Every scenario serves the same route,
  * `GET /generations/:generationId/media`, with the same handler, behind
  * @fastify/jwt (`verify: { cache: true }`) and `logger: false`; only the
- * onRequest work differs. The one exception is `plugin+handler`, outside
- * SCENARIOS (bench/instructions.ts uses it, bench/http.ts does not): the
- * `plugin` app whose handler also awaits
+ * onRequest work differs. Two more scenarios, outside SCENARIOS
+ * (bench/instructions.ts uses them, bench/http.ts does not):
+ * `plugin+handler`, the `plugin` app whose handler also awaits
  * `request.authz.generationAccess(id)` and answers 403 unless it grants
- * 'read'. The server warms whatever cache it has for every
- * bench id before it reports ready: over IPC (`{ type: 'ready', port }`)
- * when forked, and as a `ready <port>` line on stdout.
+ * 'read'; and `jwt+plugin`, the `jwt` route (no `config.authz`) in an app
+ * with the plugin registered and its cache warmed as in `plugin`. The
+ * server warms whatever cache it has for every bench id before it reports
+ * ready: over IPC (`{ type: 'ready', port }`) when forked, and as a
+ * `ready <port>` line on stdout.
  *
  * Over IPC, `{ type: 'mark' }` (answered with `{ type: 'marked' }`) starts
  * the CPU clock of the measured run, and `{ type: 'stop' }` is answered with
@@ -31,7 +33,7 @@ import type { Decision, ResolverContext } from '../lib/index.js'
 export const SCENARIOS = ['jwt', 'plugin', 'dedupe', 'nocache', 'plugin-bus'] as const
 export type Scenario = typeof SCENARIOS[number]
 /** Scenarios this server can run besides SCENARIOS (the ones bench/http.ts runs). */
-export const EXTRA_SCENARIOS = ['plugin+handler'] as const
+export const EXTRA_SCENARIOS = ['plugin+handler', 'jwt+plugin'] as const
 export type AnyScenario = Scenario | typeof EXTRA_SCENARIOS[number]
 
 export const JWT_SECRET = 'http-bench-secret-that-is-long-enough-for-hs256'
@@ -136,11 +138,13 @@ export async function buildServer (scenario: AnyScenario, options: ServerOptions
   let warm: () => Promise<unknown> = async () => {}
   let cleanup = async (): Promise<void> => {}
 
-  if (scenario === 'jwt') {
+  if (scenario === 'jwt' || scenario === 'jwt+plugin') {
     onRequest = function jwtOnly (request, _reply, done) {
       (request as unknown as JwtRequest).jwtVerify(undefined, (error) => { error ? done(error) : done() })
     }
-  } else if (scenario === 'plugin' || scenario === 'plugin-bus' || scenario === 'plugin+handler') {
+  }
+  const registersPlugin = scenario === 'plugin' || scenario === 'plugin-bus' || scenario === 'plugin+handler' || scenario === 'jwt+plugin'
+  if (registersPlugin) {
     const tag = options.redisTag ?? randomUUID()
     const redisUrl = options.redisUrl ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
     await app.register(authzCache, {
@@ -197,20 +201,20 @@ export async function buildServer (scenario: AnyScenario, options: ServerOptions
         )
       })
     }
-  } else {
+  } else if (scenario !== 'jwt') {
     throw new Error(`unknown scenario ${JSON.stringify(scenario)} (known: ${[...SCENARIOS, ...EXTRA_SCENARIOS].join(', ')})`)
   }
 
-  const withPlugin = scenario === 'plugin' || scenario === 'plugin-bus' || scenario === 'plugin+handler'
+  const checked = scenario === 'plugin' || scenario === 'plugin-bus' || scenario === 'plugin+handler'
   app.get<MediaRequest>(ROUTE, {
     ...(onRequest === undefined ? {} : { onRequest }),
-    config: withPlugin ? { authz: { generation: 'generationId', access: 'read' } } : {}
+    config: checked ? { authz: { generation: 'generationId', access: 'read' } } : {}
   }, scenario === 'plugin+handler' ? mediaWithDecision : media)
 
   await app.ready()
   await warm()
   counter.calls = 0
-  const baseline = withPlugin ? app.authz.getStats() : undefined
+  const baseline = registersPlugin ? app.authz.getStats() : undefined
   return { app, counter, baseline, cleanup }
 }
 

@@ -3,8 +3,8 @@
  * each bench/http-server.ts scenario, from valgrind's callgrind, so the
  * number does not move with the load on this machine.
  *
- *   npm run build && node dist/bench/instructions.js [--n1 1000] [--n2 3000] [--repeats 3]
- *     [--warmup 10000] [--scenarios jwt,plugin,plugin+handler] [--concurrency 2] [--keep]
+ *   npm run build && node dist/bench/instructions.js [--n1 1000] [--n2 11000] [--repeats 3]
+ *     [--warmup 10000] [--scenarios jwt,jwt+plugin,plugin,plugin+handler] [--concurrency 2] [--keep]
  *
  * `run()` returns every number as a JSON-able object (bench/run.ts writes
  * BENCHMARKS.md from it); run directly, the file prints the report and the
@@ -43,11 +43,27 @@
  * a request here: `app.inject` allocates ~80 KB a request, and the
  * mark-compact that follows every ~1,000 requests marks and sweeps all that
  * is resident, so the GC share grows with what an app keeps in its heap (the
- * plugin's cache, its tables, its code) at a rate set by this harness.
+ * plugin's cache, its tables, its code) at a rate set by this harness. It
+ * also comes in lumps of ~100M instructions: whether one more falls between
+ * n1 and n2 moves the slope by 100M / (n2 - n1), the same in every repeat
+ * (runs repeat exactly), so the spread does not show it; hence the default
+ * n2 - n1 of 10,000 (one lump is ~10k instructions a request), and the
+ * mark-compacts of the window are reported. So are calls into V8's C++
+ * runtime per request: JIT code that takes a slow path (a megamorphic or
+ * generic IC, an object literal built by the runtime) shows there first.
  *
  * Scenarios (bench/http-server.ts): `jwt` (@fastify/jwt verification only),
  * `plugin` (the plugin's route check, all hits), `plugin+handler` (the same
- * route whose handler also awaits `request.authz.generationAccess(id)`).
+ * route whose handler also awaits `request.authz.generationAccess(id)`), and
+ * the control `jwt+plugin`: the `jwt` route in an app where the plugin is
+ * registered and its cache warmed, but the route has no `config.authz`. It
+ * runs no plugin code a request but the application-wide guard's two
+ * reads, yet it does not cost what `jwt` costs: the V8 state of Node's own
+ * code after start-up (which object shapes and inline caches it settled
+ * on) differs between the two processes, and one such difference, Node's
+ * `process.nextTick` building its tick object through the runtime, is ~15k
+ * instructions a request here. `plugin / jwt+plugin` is what the route
+ * check itself adds.
  */
 import { execFile, execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
@@ -59,7 +75,7 @@ import { benchToken, buildServer, generationIds, type AnyScenario } from './http
 import { fixed, int, table, targetsTable, type Target } from './support/format.js'
 import { describeMachine, startRun, type RunInfo } from './support/machine.js'
 
-export const INSTRUCTION_SCENARIOS = ['jwt', 'plugin', 'plugin+handler'] as const satisfies readonly AnyScenario[]
+export const INSTRUCTION_SCENARIOS = ['jwt', 'jwt+plugin', 'plugin', 'plugin+handler'] as const satisfies readonly AnyScenario[]
 export type InstructionScenario = typeof INSTRUCTION_SCENARIOS[number]
 
 /**
@@ -79,7 +95,7 @@ const CHILD_FLAG = '--instructions-bench-child'
 const IDS = 1000
 const WARM_BATCH = 50
 const DEFAULT_N1 = 1000
-const DEFAULT_N2 = 3000
+const DEFAULT_N2 = 11_000
 const DEFAULT_REPEATS = 3
 const DEFAULT_WARMUP = 10_000
 /** At most this share over JWT-only, instructions per request. */
@@ -91,6 +107,10 @@ const MARK_FUNCTION = '*GetHostname*'
 
 /** GC: V8's heap and collectors, write barriers included (matched anywhere in the symbol: templates start with their return type). */
 const GC_SYMBOL = /v8::internal::(Heap::|Heap[A-Z]\w*::|Scaveng|MarkCompact|MinorMarkCompact|Marking|IncrementalMarking|ConcurrentMarking|MainMarkingVisitor|Sweeper|ArrayBufferSweeper|BodyDescriptor|HeapObject::SizeFromMap|LiveObject|RememberedSet|Evacuat|RecordMigrated|\w*Updating|PagedSpace|NewSpace|SemiSpace|LargeObjectSpace|Space::|MemoryAllocator|MemoryChunk|Page::|FreeList|GlobalHandles|WeakObjects|EphemeronHashTable|PretenuringHandler|WriteBarrier::Marking)|heap::base::|cppgc::|Builtins_RecordWrite/
+/** A mark-compact collection. */
+const MARK_COMPACT_SYMBOL = /^v8::internal::Heap::MarkCompact\(/
+/** A function of V8's C++ runtime, called from JIT code or builtins through CEntry. */
+const RUNTIME_SYMBOL = /^v8::internal::Runtime_/
 /** JIT compilation: parsing, bytecode, Sparkplug, Maglev, TurboFan, deoptimization. */
 const COMPILE_SYMBOL = /v8::internal::(compiler::|Compiler::|maglev::|baseline::|interpreter::|Parser|PreParser|Scanner|AstValueFactory|DeclarationScope|Scope::|ScopeInfo|Zone::|Deoptimizer|TranslatedState|Assembler|RelocIterator|SourcePosition|OptimizingCompileDispatcher|CompilationCache|Runtime_Compile)/
 
@@ -99,13 +119,13 @@ const COMPILE_SYMBOL = /v8::internal::(compiler::|Compiler::|maglev::|baseline::
 export interface InstructionsBenchOptions {
   /** Requests counted in the shorter run. Default 1,000. */
   n1?: number
-  /** Requests counted in the longer run. Default 3,000. */
+  /** Requests counted in the longer run. Default 11,000 (ten thousand more: about ten mark-compacts, see GC above). */
   n2?: number
   /** Runs of each (scenario, n). Default 3. */
   repeats?: number
   /** Requests before the counted ones (JIT and IC state settle within ~8,000). Default 10,000. */
   warmup?: number
-  /** Default jwt, plugin, plugin+handler. */
+  /** Default jwt, jwt+plugin, plugin, plugin+handler. */
   scenarios?: InstructionScenario[]
   /** Children at once (each runs on one core; the count does not depend on it). Default 2. */
   concurrency?: number
@@ -115,13 +135,23 @@ export interface InstructionsBenchOptions {
   log?: (line: string) => void
 }
 
-/** Instructions, split by where they ran. */
+/** Instructions, split by where they ran, and two counts that explain them. */
 export interface Split {
   total: number
   gc: number
   compile: number
   /** JavaScript, V8 builtins and runtime, Node, libc: `total - gc - compile`. */
   rest: number
+  /** Mark-compact collections (`Heap::MarkCompact` calls). */
+  markCompacts: number
+  /** Calls into V8's C++ runtime (`Runtime_*`): slow paths of the JIT code (IC misses, generic stores, allocation). */
+  runtimeCalls: number
+}
+
+const SPLIT_KEYS = ['total', 'gc', 'compile', 'rest', 'markCompacts', 'runtimeCalls'] as const satisfies ReadonlyArray<keyof Split>
+
+function splitOf (value: (key: keyof Split) => number): Split {
+  return Object.fromEntries(SPLIT_KEYS.map((key) => [key, value(key)])) as unknown as Split
 }
 
 export interface InstructionsRun {
@@ -157,6 +187,8 @@ export interface InstructionsBenchOk extends RunInfo {
   scenarios: ScenarioResult[]
   /** Against `jwt`, of the median slopes: `total` is what the targets judge. */
   ratios: Array<{ scenario: InstructionScenario, total: number, rest: number }>
+  /** `plugin` against the control `jwt+plugin`: the route check alone. */
+  checkAlone?: { total: number, rest: number }
   targets: Target[]
   runs: InstructionsRun[]
   /** Where the profiles are, with `keep`. */
@@ -199,8 +231,11 @@ export function splitProfile (text: string): Split {
   const names = new Map<string, string>()
   const bySymbol = new Map<string, number>()
   let fn = ''
+  let callee = ''
   let inclusiveNext = false
   let total = -1
+  let markCompacts = 0
+  let runtimeCalls = 0
   for (const line of text.split('\n')) {
     const c = line.charCodeAt(0)
     // Cost lines start with a position: a digit, '+', '-' or '*'.
@@ -218,9 +253,12 @@ export function splitProfile (text: string): Split {
       fn = symbolName(names, line.slice(3))
     } else if (line.startsWith('cfn=')) {
       // A callee's name may be defined here first and used by a later `fn=(id)`.
-      symbolName(names, line.slice(4))
+      callee = symbolName(names, line.slice(4))
     } else if (line.startsWith('calls=')) {
       inclusiveNext = true
+      const count = Number(line.slice(6).split(' ')[0])
+      if (callee !== fn && MARK_COMPACT_SYMBOL.test(callee)) markCompacts += count
+      if (callee !== fn && RUNTIME_SYMBOL.test(callee) && !RUNTIME_SYMBOL.test(fn)) runtimeCalls += count
     } else if (line.startsWith('summary:') || line.startsWith('totals:')) {
       total = Number(line.split(/\s+/)[1])
     }
@@ -234,7 +272,7 @@ export function splitProfile (text: string): Split {
     else if (COMPILE_SYMBOL.test(symbol)) compileCost += cost
   }
   const all = total >= 0 ? total : sum
-  return { total: all, gc: gcCost, compile: compileCost, rest: all - gcCost - compileCost }
+  return { total: all, gc: gcCost, compile: compileCost, rest: all - gcCost - compileCost, markCompacts, runtimeCalls }
 }
 
 /** `(12) name` defines id 12, `(12)` refers to it (callgrind's name compression, one table for `fn=` and `cfn=`). */
@@ -246,7 +284,7 @@ function symbolName (names: Map<string, string>, field: string): string {
 }
 
 function addSplit (a: Split, b: Split): Split {
-  return { total: a.total + b.total, gc: a.gc + b.gc, compile: a.compile + b.compile, rest: a.rest + b.rest }
+  return splitOf((key) => a[key] + b[key])
 }
 
 // ------------------------------------------------------------------ runs
@@ -282,7 +320,7 @@ async function countRun (dir: string, spec: ChildSpec, repeat: number): Promise<
   if (parts.length === 2 && existsSync(window)) {
     return { scenario: spec.scenario, repeat, n: spec.n, counted: 'window', instructions: splitProfile(readFileSync(window, 'utf8')), wallMs }
   }
-  let whole: Split = { total: 0, gc: 0, compile: 0, rest: 0 }
+  let whole = splitOf(() => 0)
   for (const file of [base, ...parts.map((p) => join(dir, p))]) whole = addSplit(whole, splitProfile(readFileSync(file, 'utf8')))
   return { scenario: spec.scenario, repeat, n: spec.n, counted: 'process', instructions: whole, wallMs }
 }
@@ -346,13 +384,11 @@ export async function run (options: InstructionsBenchOptions = {}): Promise<Inst
       const at = (n: number): Split => (runs.find((x) => x.scenario === scenario && x.repeat === r && x.n === n) as InstructionsRun).instructions
       const a = at(n1)
       const b = at(n2)
-      const slope = (key: keyof Split): number => (b[key] - a[key]) / (n2 - n1)
-      slopes.push({ total: slope('total'), gc: slope('gc'), compile: slope('compile'), rest: slope('rest') })
+      slopes.push(splitOf((key) => (b[key] - a[key]) / (n2 - n1)))
     }
-    const pick = (key: keyof Split): number => median(slopes.map((s) => s[key]))
     return {
       scenario,
-      perRequest: { total: pick('total'), gc: pick('gc'), compile: pick('compile'), rest: pick('rest') },
+      perRequest: splitOf((key) => median(slopes.map((s) => s[key]))),
       slopes,
       spread: { total: spreadOf(slopes.map((s) => s.total)), rest: spreadOf(slopes.map((s) => s.rest)) }
     }
@@ -361,6 +397,11 @@ export async function run (options: InstructionsBenchOptions = {}): Promise<Inst
   const ratios = jwt === undefined
     ? []
     : results.filter((r) => r.scenario !== 'jwt').map((r) => ({ scenario: r.scenario, total: r.perRequest.total / jwt.perRequest.total, rest: r.perRequest.rest / jwt.perRequest.rest }))
+  const control = results.find((r) => r.scenario === 'jwt+plugin')
+  const plugin = results.find((r) => r.scenario === 'plugin')
+  const checkAlone = control === undefined || plugin === undefined
+    ? undefined
+    : { total: plugin.perRequest.total / control.perRequest.total, rest: plugin.perRequest.rest / control.perRequest.rest }
   const targets: Target[] = (['plugin', 'plugin+handler'] as const).map((scenario) => {
     const ratio = ratios.find((x) => x.scenario === scenario)
     const name = `${scenario} at most ${TARGET_RATIO}x JWT-only instructions per request${scenario === 'plugin+handler' ? ', request.authz used in the handler too' : ''}`
@@ -379,6 +420,7 @@ export async function run (options: InstructionsBenchOptions = {}): Promise<Inst
     ids: IDS,
     scenarios: results,
     ratios,
+    ...(checkAlone === undefined ? {} : { checkAlone }),
     targets,
     runs: runs.sort((a, b) => a.scenario.localeCompare(b.scenario) || a.repeat - b.repeat || a.n - b.n),
     ...(options.keep === true ? { profiles: dir } : {})
@@ -396,11 +438,11 @@ export function formatResult (r: InstructionsBenchResult): string {
   const out: string[] = []
   out.push(targetsTable(r.targets))
   out.push('')
-  out.push(`Instructions per request: the slope between ${int(r.n1)} and ${int(r.n2)} counted requests (\`app.inject\`, after ${int(r.warmup)} warm-up requests, all ${int(r.ids)} ids warmed), median of ${r.repeats} repeats; callgrind (${r.valgrind}) on \`node ${r.nodeFlags.join(' ')}\`. "JS and runtime" is everything but GC and JIT compilation.`)
+  out.push(`Instructions per request: the slope between ${int(r.n1)} and ${int(r.n2)} counted requests (\`app.inject\`, after ${int(r.warmup)} warm-up requests, all ${int(r.ids)} ids warmed), median of ${r.repeats} repeats; callgrind (${r.valgrind}) on \`node ${r.nodeFlags.join(' ')}\`. "JS and runtime" is everything but GC and JIT compilation; mark-compacts are those of the ${int(r.n2 - r.n1)} requests between the two counts; runtime calls are calls into V8's C++ runtime.`)
   out.push('')
   const jwt = r.scenarios.find((s) => s.scenario === 'jwt')
   out.push(table(
-    ['scenario', 'all', 'JS and runtime', 'GC', 'JIT compilation', 'all / jwt', 'JS and runtime / jwt', 'spread (all / JS and runtime)'],
+    ['scenario', 'all', 'JS and runtime', 'GC', 'JIT compilation', 'all / jwt', 'JS and runtime / jwt', 'spread (all / JS and runtime)', 'mark-compacts', 'runtime calls / request'],
     r.scenarios.map((s) => [
       s.scenario,
       int(Math.round(s.perRequest.total)),
@@ -409,10 +451,16 @@ export function formatResult (r: InstructionsBenchResult): string {
       int(Math.round(s.perRequest.compile)),
       jwt === undefined ? 'n/a' : `${fixed(s.perRequest.total / jwt.perRequest.total, 3)}x`,
       jwt === undefined ? 'n/a' : `${fixed(s.perRequest.rest / jwt.perRequest.rest, 3)}x`,
-      `${percent(s.spread.total)} / ${percent(s.spread.rest)}`
+      `${percent(s.spread.total)} / ${percent(s.spread.rest)}`,
+      int(Math.round(s.perRequest.markCompacts * (r.n2 - r.n1))),
+      fixed(s.perRequest.runtimeCalls, 1)
     ]),
-    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r']
+    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r']
   ))
+  if (r.checkAlone !== undefined) {
+    out.push('')
+    out.push(`The route check alone, \`plugin\` against the control \`jwt+plugin\` (same app, the route without \`config.authz\`): ${fixed(r.checkAlone.total, 3)}x all instructions, ${fixed(r.checkAlone.rest, 3)}x JS and runtime.`)
+  }
   out.push('')
   out.push('Runs (instructions counted, all / JS and runtime):')
   out.push('')
