@@ -6,12 +6,16 @@
  * Port 0 picks a free port. Every scenario serves the same route,
  * `GET /generations/:generationId/media`, with the same handler, behind
  * @fastify/jwt (`verify: { cache: true }`) and `logger: false`; only the
- * onRequest work differs. Two more scenarios, outside SCENARIOS
- * (bench/instructions.ts uses them, bench/http.ts does not):
+ * onRequest work differs. The route is declared in a route module (an
+ * encapsulated context registered on the root), as an application's
+ * routes/ folder declares its routes. Three more scenarios, outside
+ * SCENARIOS (bench/instructions.ts uses them, bench/http.ts does not):
  * `plugin+handler`, the `plugin` app whose handler also awaits
  * `request.authz.generationAccess(id)` and answers 403 unless it grants
- * 'read'; and `jwt+plugin`, the `jwt` route (no `config.authz`) in an app
- * with the plugin registered and its cache warmed as in `plugin`. The
+ * 'read'; `jwt+plugin`, the `jwt` route (no `config.authz`) in an app
+ * with the plugin registered and its cache warmed as in `plugin`; and
+ * `jwt-flat`, the `jwt` app with its route declared on the root instance
+ * (the one app shape whose boot skips avvio's ready queue). The
  * server warms whatever cache it has for every bench id before it reports
  * ready: over IPC (`{ type: 'ready', port }`) when forked, and as a
  * `ready <port>` line on stdout.
@@ -33,7 +37,7 @@ import type { Decision, ResolverContext } from '../lib/index.js'
 export const SCENARIOS = ['jwt', 'plugin', 'dedupe', 'nocache', 'plugin-bus'] as const
 export type Scenario = typeof SCENARIOS[number]
 /** Scenarios this server can run besides SCENARIOS (the ones bench/http.ts runs). */
-export const EXTRA_SCENARIOS = ['plugin+handler', 'jwt+plugin'] as const
+export const EXTRA_SCENARIOS = ['plugin+handler', 'jwt+plugin', 'jwt-flat'] as const
 export type AnyScenario = Scenario | typeof EXTRA_SCENARIOS[number]
 
 export const JWT_SECRET = 'http-bench-secret-that-is-long-enough-for-hs256'
@@ -138,7 +142,7 @@ export async function buildServer (scenario: AnyScenario, options: ServerOptions
   let warm: () => Promise<unknown> = async () => {}
   let cleanup = async (): Promise<void> => {}
 
-  if (scenario === 'jwt' || scenario === 'jwt+plugin') {
+  if (scenario === 'jwt' || scenario === 'jwt-flat' || scenario === 'jwt+plugin') {
     onRequest = function jwtOnly (request, _reply, done) {
       (request as unknown as JwtRequest).jwtVerify(undefined, (error) => { error ? done(error) : done() })
     }
@@ -201,15 +205,21 @@ export async function buildServer (scenario: AnyScenario, options: ServerOptions
         )
       })
     }
-  } else if (scenario !== 'jwt') {
+  } else if (scenario !== 'jwt' && scenario !== 'jwt-flat') {
     throw new Error(`unknown scenario ${JSON.stringify(scenario)} (known: ${[...SCENARIOS, ...EXTRA_SCENARIOS].join(', ')})`)
   }
 
   const checked = scenario === 'plugin' || scenario === 'plugin-bus' || scenario === 'plugin+handler'
-  app.get<MediaRequest>(ROUTE, {
-    ...(onRequest === undefined ? {} : { onRequest }),
-    config: checked ? { authz: { generation: 'generationId', access: 'read' } } : {}
-  }, scenario === 'plugin+handler' ? mediaWithDecision : media)
+  const routes = (instance: FastifyInstance): void => {
+    instance.get<MediaRequest>(ROUTE, {
+      ...(onRequest === undefined ? {} : { onRequest }),
+      config: checked ? { authz: { generation: 'generationId', access: 'read' } } : {}
+    }, scenario === 'plugin+handler' ? mediaWithDecision : media)
+  }
+  // The route lives in a route module (an encapsulated context), as in an
+  // application's routes/ folder; `jwt-flat` declares it on the root instead.
+  if (scenario === 'jwt-flat') routes(app)
+  else app.register(async function mediaRoutes (instance) { routes(instance) })
 
   await app.ready()
   await warm()

@@ -3,8 +3,8 @@
  * each bench/http-server.ts scenario, from valgrind's callgrind, so the
  * number does not move with the load on this machine.
  *
- *   npm run build && node dist/bench/instructions.js [--n1 1000] [--n2 11000] [--repeats 3]
- *     [--warmup 10000] [--scenarios jwt,jwt+plugin,plugin,plugin+handler] [--concurrency 2] [--keep]
+ *   npm run build && node dist/bench/instructions.js [--n1 1000] [--n2 11000] [--repeats 2]
+ *     [--warmup 10000] [--scenarios jwt,jwt-flat,jwt+plugin,plugin,plugin+handler] [--concurrency 2] [--keep]
  *
  * `run()` returns every number as a JSON-able object (bench/run.ts writes
  * BENCHMARKS.md from it); run directly, the file prints the report and the
@@ -52,19 +52,28 @@
  * runtime per request: JIT code that takes a slow path (a megamorphic or
  * generic IC, an object literal built by the runtime) shows there first.
  *
- * Scenarios (bench/http-server.ts): `jwt` (@fastify/jwt verification only),
- * `plugin` (the plugin's route check, all hits), `plugin+handler` (the same
- * route whose handler also awaits `request.authz.generationAccess(id)`), and
- * the control `jwt+plugin`: the `jwt` route in an app where the plugin is
- * registered and its cache warmed, but the route has no `config.authz`. It
- * runs no plugin code a request but the application-wide guard's two
- * reads, yet it does not cost what `jwt` costs: the V8 state of Node's own
- * code after start-up (which object shapes and inline caches it settled
- * on) differs between the two processes, and one such difference, Node's
- * `process.nextTick` building its tick object through the runtime, is ~15k
- * instructions a request here. `plugin / jwt+plugin` is what the route
- * check itself adds.
- */
+ * Scenarios (bench/http-server.ts; each declares its route in a route
+ * module, an encapsulated context, as applications do): `jwt`
+ * (@fastify/jwt verification only), `plugin` (the plugin's route check, all
+ * hits), `plugin+handler` (the same route whose handler also awaits
+ * `request.authz.generationAccess(id)`), the control `jwt+plugin` (the
+ * `jwt` route in an app where the plugin is registered and its cache
+ * warmed, but the route has no `config.authz`), and `jwt-flat`: the `jwt`
+ * app with its route on the root instance.
+ *
+ * Why the route module: Node's `process.nextTick` builds its tick object
+ * with an object literal whose first keys are computed (`[async_id_symbol]`).
+ * In a process whose Fastify boot went through avvio's ready queue, which
+ * it does when the root has a child context or any `onReady` hook, V8's
+ * optimized `nextTick` defines those two keys through the runtime
+ * (`Runtime_DefineKeyedOwnPropertyInLiteral`, 12 calls a request here),
+ * ~15k instructions a request. Only a flat app with no `onReady` hook skips
+ * that queue (fastify's "speed up start" branch). An empty child context
+ * (`app.register(async () => {})`) or one `onReady` hook in `jwt-flat` is
+ * enough to pay it. The plugin has `onReady` hooks, so `plugin` against
+ * `jwt-flat` would count that V8 state as the plugin's; `jwt-flat` is
+ * reported so the difference stays visible.
+  */
 import { execFile, execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import os from 'node:os'
@@ -75,7 +84,7 @@ import { benchToken, buildServer, generationIds, type AnyScenario } from './http
 import { fixed, int, table, targetsTable, type Target } from './support/format.js'
 import { describeMachine, startRun, type RunInfo } from './support/machine.js'
 
-export const INSTRUCTION_SCENARIOS = ['jwt', 'jwt+plugin', 'plugin', 'plugin+handler'] as const satisfies readonly AnyScenario[]
+export const INSTRUCTION_SCENARIOS = ['jwt', 'jwt-flat', 'jwt+plugin', 'plugin', 'plugin+handler'] as const satisfies readonly AnyScenario[]
 export type InstructionScenario = typeof INSTRUCTION_SCENARIOS[number]
 
 /**
@@ -96,7 +105,7 @@ const IDS = 1000
 const WARM_BATCH = 50
 const DEFAULT_N1 = 1000
 const DEFAULT_N2 = 11_000
-const DEFAULT_REPEATS = 3
+const DEFAULT_REPEATS = 2
 const DEFAULT_WARMUP = 10_000
 /** At most this share over JWT-only, instructions per request. */
 const TARGET_RATIO = 1.03
@@ -121,11 +130,11 @@ export interface InstructionsBenchOptions {
   n1?: number
   /** Requests counted in the longer run. Default 11,000 (ten thousand more: about ten mark-compacts, see GC above). */
   n2?: number
-  /** Runs of each (scenario, n). Default 3. */
+  /** Runs of each (scenario, n). Default 2 (the report gives their spread). */
   repeats?: number
   /** Requests before the counted ones (JIT and IC state settle within ~8,000). Default 10,000. */
   warmup?: number
-  /** Default jwt, jwt+plugin, plugin, plugin+handler. */
+  /** Default jwt, jwt-flat, jwt+plugin, plugin, plugin+handler. */
   scenarios?: InstructionScenario[]
   /** Children at once (each runs on one core; the count does not depend on it). Default 2. */
   concurrency?: number

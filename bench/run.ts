@@ -109,7 +109,7 @@ async function httpSection (): Promise<Section> {
 const instructionsSection = markdownSection(instructions, {
   name: 'instructions',
   title: 'HTTP, counted: instructions per request under callgrind',
-  rerun: 'npm run build && node dist/bench/instructions.js [--n1 1000] [--n2 11000] [--repeats 3] [--warmup 10000]'
+  rerun: 'npm run build && node dist/bench/instructions.js [--n1 1000] [--n2 11000] [--repeats 2] [--warmup 10000]'
 }, 'callgrind, a child process per scenario and request count')
 
 async function redisSection (): Promise<Section> {
