@@ -1,6 +1,7 @@
 import { test } from 'tap'
 import { benchToken, buildServer, USER_ID } from '../bench/http-server.js'
-import { INSTRUCTION_SCENARIOS, run, splitProfile } from '../bench/instructions.js'
+import { formatResult, INSTRUCTION_SCENARIOS, run, splitProfile, type InstructionsRun, type Split } from '../bench/instructions.js'
+import { startRun } from '../bench/support/machine.js'
 
 // A callgrind profile in the format valgrind writes: name compression
 // (`(n) name` defines, `(n)` refers, one table for fn= and cfn=), a callee's
@@ -50,6 +51,45 @@ test('run: bad arguments are refused before anything is started', async (t) => {
   await t.rejects(run({ n1: 5, n2: 5 }), /n2 \(5\) must be greater than n1 \(5\)/)
   await t.rejects(run({ n1: 0 }), /n1 must be a positive integer/)
   await t.rejects(run({ scenarios: ['jwt', 'nope' as never] }), /unknown scenario "nope"/)
+})
+
+test('run: without valgrind the result says so, and the report prints it', async (t) => {
+  const path = process.env.PATH
+  process.env.PATH = ''
+  try {
+    const result = await run({ scenarios: ['jwt'] })
+    t.match(result, { skipped: /valgrind is not installed/ })
+    t.match(formatResult(result), /^Skipped: valgrind is not installed/)
+  } finally {
+    process.env.PATH = path
+  }
+})
+
+test('formatResult: the slopes, the ratios to jwt and the targets as computed', async (t) => {
+  const split = (total: number, gc: number): Split => ({ total, gc, compile: 0, rest: total - gc, markCompacts: 0.0008, runtimeCalls: 30 })
+  const runOf = (scenario: 'jwt' | 'plugin', n: number, total: number): InstructionsRun =>
+    ({ scenario, repeat: 0, n, counted: 'window', instructions: split(total, total / 4), wallMs: 1 })
+  const text = formatResult({
+    ...startRun([])(),
+    valgrind: 'valgrind-test',
+    nodeFlags: ['--predictable'],
+    n1: 1000,
+    n2: 11_000,
+    repeats: 1,
+    warmup: 10,
+    ids: 1000,
+    scenarios: [
+      { scenario: 'jwt', perRequest: split(100_000, 40_000), slopes: [split(100_000, 40_000)], spread: { total: 0, rest: 0 } },
+      { scenario: 'plugin', perRequest: split(102_000, 41_000), slopes: [split(102_000, 41_000)], spread: { total: 0.01, rest: 0 } }
+    ],
+    ratios: [{ scenario: 'plugin', total: 1.02, rest: 61_000 / 60_000 }],
+    targets: [{ name: 'plugin at most 1.03x', pass: true, detail: '1.020x' }],
+    runs: [runOf('jwt', 1000, 1e8), runOf('jwt', 11_000, 1.1e9), runOf('plugin', 1000, 1.02e8), runOf('plugin', 11_000, 1.122e9)]
+  })
+  t.match(text, '| plugin at most 1.03x | pass | 1.020x |')
+  t.match(text, '| plugin | 102,000 | 61,000 | 41,000 | 0 | 1.020x | 1.017x | 1.0 % / 0.0 % | 8 | 30.0 |')
+  t.match(text, '| jwt | 1 | 100,000,000 / 75,000,000 | 1,100,000,000 / 825,000,000 | 100,000 / 60,000 | window |')
+  t.notMatch(text, 'The route check alone', 'no control scenario, no control line')
 })
 
 test('the counted scenarios are the apps they say: the route checked or not, the plugin registered or not', async (t) => {
